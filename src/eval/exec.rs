@@ -1,0 +1,1058 @@
+//! The evaluator: walks the compiled program (`ir`) with slots, never names.
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::error::RuntimeError;
+use super::func::{Frame, Func};
+use super::ir::{self, Arg, Arith, Block, Clause, Expr, FnBody, FnCode, Pat, PatList, Stmt, VarRef};
+use super::namespace::{Binding, Namespace, BUILTIN_OPERATOR_OVERRIDDEN};
+use super::ops;
+use super::symbol::Sym;
+use super::value::{Array, Fields, Str, Value};
+use crate::ext::CallContext;
+use crate::syntax::ast::UnOp;
+use crate::syntax::{Source, Span};
+
+/// How deep calls may nest (D72 asks for at least 10,000).
+pub const MAX_CALL_DEPTH: u32 = 200_000;
+/// Below this much remaining native stack a call fails with `stack level too deep`
+/// instead of risking an overflow.
+const STACK_RED_ZONE: usize = 256 * 1024;
+
+/// Non-local exits of evaluation: errors (including `skip`) and `return`.
+pub(crate) enum Ctrl {
+    Err(RuntimeError),
+    Return(Value),
+}
+
+impl From<RuntimeError> for Ctrl {
+    fn from(e: RuntimeError) -> Ctrl {
+        Ctrl::Err(e)
+    }
+}
+
+type R = Result<Value, Ctrl>;
+type Args = SmallVec<[Value; 4]>;
+
+/// The variables of a running scope: on the Rust stack when nothing can capture
+/// them, otherwise a heap [`Frame`].
+pub(crate) enum Locals<'a> {
+    Stack(&'a mut [Option<Value>]),
+    Heap(&'a Arc<Frame>),
+}
+
+/// One running scope.
+pub(crate) struct Act<'a> {
+    pub locals: Locals<'a>,
+    /// The frame the running function was defined in.
+    pub env: Option<&'a Arc<Frame>>,
+    pub source: &'a Arc<Source>,
+}
+
+fn located(e: RuntimeError, source: &Arc<Source>, span: Span) -> Ctrl {
+    Ctrl::Err(e.at(source, span))
+}
+
+impl<'a> CallContext<'a> {
+    // ----- statements -------------------------------------------------------------
+
+    pub(crate) fn exec_block(&mut self, act: &mut Act, block: &Block) -> R {
+        let mut last = Value::Nil;
+        for stmt in block {
+            last = self.exec_stmt(act, stmt)?;
+        }
+        Ok(last)
+    }
+
+    fn exec_stmt(&mut self, act: &mut Act, stmt: &Stmt) -> R {
+        match stmt {
+            Stmt::Expr(e) => self.eval(act, e),
+            Stmt::Bind {
+                slot,
+                name,
+                value,
+                ns,
+                span,
+            } => {
+                let v = self.eval(act, value)?;
+                self.bind(act, *slot, *name, v.clone(), *span)?;
+                if let Some(ns) = ns {
+                    self.define_in_namespace(*ns, *name, v.clone(), false, act.source, *span)?;
+                }
+                Ok(v)
+            }
+            Stmt::Method {
+                ns,
+                name,
+                value,
+                span,
+            } => {
+                let v = self.eval(act, value)?;
+                match ns {
+                    Some(ns) => {
+                        self.define_in_namespace(*ns, *name, v.clone(), true, act.source, *span)?
+                    }
+                    None => unreachable!("top-level methods compile to bindings"),
+                }
+                Ok(v)
+            }
+            Stmt::Namespace {
+                name,
+                is_class: _,
+                body,
+                span: _,
+            } => {
+                let globals = self.globals().clone();
+                globals.namespaces.open(name.name(), false);
+                let parent = match &act.locals {
+                    Locals::Heap(f) => Some((*f).clone()),
+                    Locals::Stack(_) => None,
+                };
+                let frame = Frame::new(body.frame.nslots as usize, parent);
+                let mut inner = Act {
+                    locals: Locals::Heap(&frame),
+                    env: None,
+                    source: &body.source,
+                };
+                if let FnBody::Plain { body: stmts, .. } = &body.body {
+                    match self.exec_block(&mut inner, stmts) {
+                        Ok(_) | Err(Ctrl::Return(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Value::Nil)
+            }
+            Stmt::Import {
+                name,
+                targets,
+                ns,
+                span,
+            } => {
+                let Some(nsp) = self.globals().namespaces.get(name.name()) else {
+                    return Err(located(
+                        RuntimeError::new(format!("no such namespace '{}'", name.name())),
+                        act.source,
+                        *span,
+                    ));
+                };
+                for (sym, slot) in targets {
+                    if let Some(b) = nsp.binding(*sym) {
+                        if b.is_method {
+                            continue;
+                        }
+                        self.bind(act, *slot, *sym, b.value.clone(), *span)?;
+                        if let Some(ns) = ns {
+                            self.define_in_namespace(
+                                *ns,
+                                *sym,
+                                b.value.clone(),
+                                false,
+                                act.source,
+                                *span,
+                            )?;
+                        }
+                    }
+                }
+                Ok(Value::Nil)
+            }
+            Stmt::Skip(span) => {
+                if self.in_stage() {
+                    Err(Ctrl::Err(RuntimeError::skip().at(act.source, *span)))
+                } else {
+                    Err(located(
+                        RuntimeError::new("skip outside a pipeline stage"),
+                        act.source,
+                        *span,
+                    ))
+                }
+            }
+            Stmt::Emit(args, span) => {
+                if !self.in_stage() {
+                    return Err(located(
+                        RuntimeError::new("emit outside a pipeline stage"),
+                        act.source,
+                        *span,
+                    ));
+                }
+                let vals = self.eval_args(act, args)?;
+                for v in vals {
+                    self.emit(v).map_err(|e| located(e, act.source, *span))?;
+                }
+                Ok(Value::Nil)
+            }
+            Stmt::Return(args, fields, _span) => {
+                let mut vals = self.eval_args(act, args)?;
+                let v = if fields.is_some() {
+                    Value::Array(Arc::new(Array {
+                        items: vals.into_vec(),
+                        fields: fields.clone(),
+                        class: None,
+                    }))
+                } else if args.len() == 1 && matches!(args[0], Arg::Pos(_)) {
+                    vals.pop().unwrap_or_default()
+                } else if args.is_empty() {
+                    Value::Nil
+                } else {
+                    Value::array(vals.into_vec())
+                };
+                Err(Ctrl::Return(v))
+            }
+        }
+    }
+
+    fn define_in_namespace(
+        &mut self,
+        ns: Sym,
+        name: Sym,
+        v: Value,
+        is_method: bool,
+        source: &Arc<Source>,
+        span: Span,
+    ) -> Result<(), Ctrl> {
+        let nsp = self.globals().namespaces.open(ns.name(), false);
+        nsp.define(
+            name,
+            Binding {
+                value: v,
+                is_method,
+                native: false,
+            },
+        )
+        .map_err(|_| {
+            located(
+                RuntimeError::new(format!(
+                    "'{}' is already defined in namespace {}",
+                    name.name(),
+                    ns.name()
+                )),
+                source,
+                span,
+            )
+        })
+    }
+
+    fn bind(&mut self, act: &mut Act, slot: VarRef, name: Sym, v: Value, span: Span) -> Result<(), Ctrl> {
+        let ok = match slot {
+            VarRef::Local(i) => match &mut act.locals {
+                Locals::Stack(slots) => {
+                    let s = &mut slots[i as usize];
+                    if s.is_some() {
+                        false
+                    } else {
+                        *s = Some(v);
+                        true
+                    }
+                }
+                Locals::Heap(f) => Frame::set(f, i, v).is_ok(),
+            },
+            VarRef::Global(i) => Frame::set(self.top(), i, v).is_ok(),
+            VarRef::Up(d, i) => match act.env.and_then(|e| Frame::ancestor(e, d)) {
+                Some(f) => Frame::set(f, i, v).is_ok(),
+                None => false,
+            },
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(located(
+                RuntimeError::new(format!("'{}' is already defined", name.name())),
+                act.source,
+                span,
+            ))
+        }
+    }
+
+    // ----- expressions ------------------------------------------------------------
+
+    pub(crate) fn eval(&mut self, act: &mut Act, e: &Expr) -> R {
+        match e {
+            Expr::Const(v, _) => Ok(v.clone()),
+            Expr::Var { var, name, span } => match self.read_var(act, *var, *name) {
+                Some(v) => Ok(v),
+                None => Err(located(
+                    RuntimeError::new(format!("undefined variable '{}'", name.name())),
+                    act.source,
+                    *span,
+                )),
+            },
+            Expr::Binary {
+                op,
+                name,
+                var,
+                lhs,
+                rhs,
+                span,
+            } => {
+                let a = self.eval(act, lhs)?;
+                let b = self.eval(act, rhs)?;
+                if !BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) =
+                        (&a, &b)
+                    {
+                        return ops::arith(*op, &a, &b).map_err(|e| located(e, act.source, *span));
+                    }
+                }
+                let args: Args = smallvec::smallvec![a, b];
+                self.call_operator(act, *name, *var, args, *span, Some(*op))
+            }
+            Expr::Equal {
+                negate,
+                name,
+                var,
+                lhs,
+                rhs,
+                span,
+            } => {
+                let a = self.eval(act, lhs)?;
+                let b = self.eval(act, rhs)?;
+                let custom = match &a {
+                    Value::Array(arr) => arr.class.as_ref().and_then(|c| c.get(*name)),
+                    Value::Native(_) => self.namespace_of(&a).and_then(|ns| ns.get(*name)),
+                    _ => None,
+                };
+                match custom {
+                    Some(f) => self
+                        .call_value(&f, &[a, b])
+                        .map_err(|e| located(e, act.source, *span)),
+                    None => {
+                        // A user may also rebind `==` lexically; honour it.
+                        if !matches!(var, VarRef::Prelude) {
+                            if let Some(f) = self.read_var(act, *var, *name) {
+                                return self
+                                    .call_value(&f, &[a, b])
+                                    .map_err(|e| located(e, act.source, *span));
+                            }
+                        }
+                        Ok(Value::Bool(ops::equals(&a, &b) != *negate))
+                    }
+                }
+            }
+            Expr::And(l, r) => {
+                let a = self.eval(act, l)?;
+                if a.truthy() {
+                    self.eval(act, r)
+                } else {
+                    Ok(a)
+                }
+            }
+            Expr::Or(l, r) => {
+                let a = self.eval(act, l)?;
+                if a.truthy() {
+                    Ok(a)
+                } else {
+                    self.eval(act, r)
+                }
+            }
+            Expr::Unary {
+                op,
+                name,
+                var,
+                operand,
+                span,
+            } => {
+                let a = self.eval(act, operand)?;
+                match op {
+                    UnOp::Not => Ok(Value::Bool(!a.truthy())),
+                    UnOp::BitNot => match a {
+                        Value::Int(i) => Ok(Value::Int(!i)),
+                        other => Err(located(
+                            RuntimeError::new(format!(
+                                "~ requires an integer, got {} {}",
+                                other.type_name(),
+                                super::print::inspect_plain(&other)
+                            )),
+                            act.source,
+                            *span,
+                        )),
+                    },
+                    UnOp::Neg => {
+                        if !BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed)
+                            && a.is_number()
+                        {
+                            return Ok(ops::negate(&a));
+                        }
+                        let args: Args = smallvec::smallvec![a];
+                        self.call_operator(act, *name, *var, args, *span, None)
+                    }
+                }
+            }
+            Expr::If { cond, then, els } => {
+                if self.eval(act, cond)?.truthy() {
+                    self.exec_block(act, then)
+                } else if let Some(els) = els {
+                    self.exec_block(act, els)
+                } else {
+                    Ok(Value::Nil)
+                }
+            }
+            Expr::Call {
+                name,
+                var,
+                args,
+                span,
+            } => {
+                let vals = self.eval_args(act, args)?;
+                self.call_named(act, *name, *var, vals, *span)
+            }
+            Expr::CallValue { callee, args, span } => {
+                let f = self.eval(act, callee)?;
+                let vals = self.eval_args(act, args)?;
+                self.call_value(&f, &vals)
+                    .map_err(|e| located(e, act.source, *span))
+            }
+            Expr::Closure(code) => {
+                let env = match &act.locals {
+                    Locals::Heap(f) => Some((*f).clone()),
+                    Locals::Stack(_) => act.env.cloned(),
+                };
+                Ok(Value::Func(Arc::new(Func::Closure {
+                    code: code.clone(),
+                    env,
+                })))
+            }
+            Expr::Generic { name, var, span: _ } => {
+                // Re-express the lexical binding relative to the captured frame.
+                let (var, env) = match (&act.locals, *var) {
+                    (Locals::Heap(f), VarRef::Local(i)) => (VarRef::Up(0, i), Some((*f).clone())),
+                    (Locals::Heap(f), VarRef::Up(d, i)) => {
+                        (VarRef::Up(d + 1, i), Some((*f).clone()))
+                    }
+                    (Locals::Heap(f), v) => (v, Some((*f).clone())),
+                    (Locals::Stack(_), VarRef::Local(_)) => (VarRef::Unbound, None),
+                    (Locals::Stack(_), v) => (v, act.env.cloned()),
+                };
+                Ok(Value::Func(Arc::new(Func::Generic {
+                    name: *name,
+                    var,
+                    env,
+                })))
+            }
+            Expr::Array {
+                elems,
+                fields,
+                span: _,
+            } => {
+                let vals = self.eval_args(act, elems)?;
+                if fields.is_none() {
+                    return Ok(Value::array(vals.into_vec()));
+                }
+                Ok(Value::Array(Arc::new(Array {
+                    items: vals.into_vec(),
+                    fields: fields.clone(),
+                    class: None,
+                })))
+            }
+            Expr::New {
+                class,
+                elems,
+                fields,
+                span,
+            } => {
+                let Some(ns) = self.globals().namespaces.get(class.name()) else {
+                    return Err(located(
+                        RuntimeError::new(format!("undefined class {}", class.name())),
+                        act.source,
+                        *span,
+                    ));
+                };
+                if ns.builtin {
+                    return Err(located(
+                        RuntimeError::new(format!(
+                            "cannot instantiate builtin class {}",
+                            class.name()
+                        )),
+                        act.source,
+                        *span,
+                    ));
+                }
+                let vals = self.eval_args(act, elems)?;
+                Ok(Value::Array(Arc::new(Array {
+                    items: vals.into_vec(),
+                    fields: fields.clone(),
+                    class: Some(ns),
+                })))
+            }
+            Expr::AmpChain {
+                items,
+                name,
+                var,
+                span,
+            } => {
+                let first = self.eval(act, &items[0])?;
+                let pairwise = self
+                    .namespace_of(&first)
+                    .is_some_and(|ns| ns.get(*name).is_some());
+                if pairwise {
+                    let mut acc = first;
+                    for item in &items[1..] {
+                        let b = self.eval(act, item)?;
+                        let args: Args = smallvec::smallvec![acc, b];
+                        acc = self.call_operator(act, *name, *var, args, *span, None)?;
+                    }
+                    Ok(acc)
+                } else {
+                    let mut args: Args = SmallVec::with_capacity(items.len());
+                    args.push(first);
+                    for item in &items[1..] {
+                        args.push(self.eval(act, item)?);
+                    }
+                    self.call_named(act, *name, *var, args, *span)
+                }
+            }
+        }
+    }
+
+    fn eval_args(&mut self, act: &mut Act, args: &[Arg]) -> Result<Args, Ctrl> {
+        let mut out = Args::with_capacity(args.len());
+        for a in args {
+            match a {
+                Arg::Pos(e) => out.push(self.eval(act, e)?),
+                Arg::Splat(e) => match self.eval(act, e)? {
+                    Value::Array(arr) => out.extend(arr.items.iter().cloned()),
+                    other => {
+                        return Err(located(
+                            RuntimeError::new(format!(
+                                "splat requires array, got {} {}",
+                                other.type_name(),
+                                super::print::inspect_plain(&other)
+                            )),
+                            act.source,
+                            expr_span(e),
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(out)
+    }
+
+    // ----- variables --------------------------------------------------------------
+
+    #[inline]
+    pub(crate) fn read_var(&mut self, act: &Act, var: VarRef, name: Sym) -> Option<Value> {
+        match var {
+            VarRef::Local(i) => match &act.locals {
+                Locals::Stack(slots) => slots[i as usize].clone(),
+                Locals::Heap(f) => Frame::get(f, i),
+            },
+            VarRef::Up(d, i) => Frame::get(Frame::ancestor(act.env?, d)?, i),
+            VarRef::Global(i) => {
+                Frame::get(self.top(), i).or_else(|| self.globals().prelude_get(name))
+            }
+            VarRef::Prelude => self.globals().prelude_get(name),
+            VarRef::Unbound => None,
+        }
+    }
+
+    fn read_var_env(&mut self, env: Option<&Arc<Frame>>, var: VarRef, name: Sym) -> Option<Value> {
+        match var {
+            VarRef::Up(d, i) => Frame::get(Frame::ancestor(env?, d)?, i),
+            VarRef::Global(i) => {
+                Frame::get(self.top(), i).or_else(|| self.globals().prelude_get(name))
+            }
+            VarRef::Prelude => self.globals().prelude_get(name),
+            VarRef::Local(_) | VarRef::Unbound => None,
+        }
+    }
+
+    // ----- calls ------------------------------------------------------------------
+
+    /// The namespace of a value (3.5 step 1).
+    pub fn namespace_of(&self, v: &Value) -> Option<Arc<Namespace>> {
+        let g = self.globals();
+        match v {
+            Value::Int(_) | Value::Float(_) => Some(g.ns_number.clone()),
+            Value::Str(_) => Some(g.ns_string.clone()),
+            Value::Array(a) => Some(a.class.clone().unwrap_or_else(|| g.ns_array.clone())),
+            Value::Time(_) => Some(g.ns_time.clone()),
+            Value::Native(n) => g.namespaces.get(n.0.namespace()),
+            _ => None,
+        }
+    }
+
+    /// Finds what `name(args...)` calls by dispatch on the first argument (3.5, D18):
+    /// `Ok(Some(f))` a function to call, `Err(v)` a field value that is the result.
+    fn dispatch(&self, name: Sym, a0: &Value, nargs: usize) -> Result<Option<Value>, Value> {
+        if let Value::Array(arr) = a0 {
+            if let Some(class) = &arr.class {
+                if let Some(f) = class.get(name) {
+                    return Ok(Some(f));
+                }
+            }
+            if arr.fields.is_some() {
+                if let Some(v) = arr.field(name.name().as_bytes()) {
+                    if nargs == 1 {
+                        return Err(v.clone());
+                    }
+                    if let Some(f) = self.globals().ns_array.get(name) {
+                        return Ok(Some(f));
+                    }
+                    return Ok(Some(v.clone()));
+                }
+            }
+            return Ok(self.globals().ns_array.get(name));
+        }
+        if !name.in_namespace() {
+            return Ok(None);
+        }
+        Ok(self.namespace_of(a0).and_then(|ns| ns.get(name)))
+    }
+
+    fn call_named(&mut self, act: &mut Act, name: Sym, var: VarRef, args: Args, span: Span) -> R {
+        let f = match args.first() {
+            Some(a0) => match self.dispatch(name, a0, args.len()) {
+                Ok(Some(f)) => Some(f),
+                Ok(None) => None,
+                Err(field) => return Ok(field),
+            },
+            None => None,
+        };
+        let f = match f {
+            Some(f) => f,
+            None => match self.read_var(act, var, name) {
+                Some(f) => f,
+                None => return Err(located(no_function(name, &args), act.source, span)),
+            },
+        };
+        match self.call_value(&f, &args) {
+            Ok(Value::Stream(s)) => {
+                s.set_location(act.source, span);
+                Ok(Value::Stream(s))
+            }
+            Ok(v) => Ok(v),
+            Err(e) => Err(located(e, act.source, span)),
+        }
+    }
+
+    fn call_operator(
+        &mut self,
+        act: &mut Act,
+        name: Sym,
+        var: VarRef,
+        args: Args,
+        span: Span,
+        op: Option<Arith>,
+    ) -> R {
+        let f = match self.dispatch(name, &args[0], args.len()) {
+            Ok(Some(f)) => Some(f),
+            Ok(None) => self.read_var(act, var, name),
+            Err(field) => Some(field),
+        };
+        match f {
+            Some(f) => self
+                .call_value(&f, &args)
+                .map_err(|e| located(e, act.source, span)),
+            None => {
+                let e = match op {
+                    Some(op) if args.len() == 2 => ops::type_error(op, &args[0], &args[1]),
+                    _ if args.len() == 1 => RuntimeError::new(format!(
+                        "cannot negate {} {}",
+                        args[0].type_name(),
+                        super::print::inspect_plain(&args[0])
+                    )),
+                    _ => no_function(name, &args),
+                };
+                Err(located(e, act.source, span))
+            }
+        }
+    }
+
+    /// Calls any callable value (4.6): lambdas, case lambdas, natives, generic
+    /// functions and arrays (indexing, D19).
+    pub fn call_value(&mut self, f: &Value, args: &[Value]) -> Result<Value, RuntimeError> {
+        match f {
+            Value::Func(func) => match &**func {
+                Func::Closure { code, env } => self.call_closure(code, env.as_ref(), args),
+                Func::Native(n) => (n.f)(self, args),
+                Func::Generic { name, var, env } => {
+                    let fv = match args.first() {
+                        Some(a0) => match self.dispatch(*name, a0, args.len()) {
+                            Ok(Some(f)) => Some(f),
+                            Ok(None) => None,
+                            Err(field) => return Ok(field),
+                        },
+                        None => None,
+                    };
+                    let fv = match fv {
+                        Some(f) => f,
+                        None => match self.read_var_env(env.as_ref(), *var, *name) {
+                            Some(f) => f,
+                            None => return Err(no_function(*name, args)),
+                        },
+                    };
+                    self.call_value(&fv, args)
+                }
+            },
+            Value::Array(arr) => index_array(arr, args),
+            other => Err(RuntimeError::new(format!(
+                "not a function: {} {}",
+                other.type_name(),
+                super::print::inspect_plain(other)
+            ))),
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), RuntimeError> {
+        self.depth += 1;
+        if self.depth > MAX_CALL_DEPTH
+            || stacker::remaining_stack().is_some_and(|r| r < STACK_RED_ZONE)
+        {
+            self.depth -= 1;
+            return Err(RuntimeError::new("stack level too deep"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn call_closure(
+        &mut self,
+        code: &Arc<FnCode>,
+        env: Option<&Arc<Frame>>,
+        args: &[Value],
+    ) -> Result<Value, RuntimeError> {
+        self.enter()?;
+        let r = self.call_closure_inner(code, env, args);
+        self.depth -= 1;
+        r
+    }
+
+    fn call_closure_inner(
+        &mut self,
+        code: &Arc<FnCode>,
+        env: Option<&Arc<Frame>>,
+        args: &[Value],
+    ) -> Result<Value, RuntimeError> {
+        match &code.body {
+            FnBody::Plain { params, body } => {
+                if args.len() != *params as usize {
+                    return Err(RuntimeError::new(format!(
+                        "wrong number of arguments (given {}, expected {})",
+                        args.len(),
+                        params
+                    )));
+                }
+                let layout = code.frame;
+                if layout.heap {
+                    let frame = Frame::new(layout.nslots as usize, env.cloned());
+                    for (i, a) in args.iter().enumerate() {
+                        let _ = Frame::set(&frame, i as u32, a.clone());
+                    }
+                    let mut act = Act {
+                        locals: Locals::Heap(&frame),
+                        env,
+                        source: &code.source,
+                    };
+                    finish(self.exec_block(&mut act, body))
+                } else {
+                    let mut slots: SmallVec<[Option<Value>; 8]> =
+                        smallvec::smallvec![None; layout.nslots as usize];
+                    for (s, a) in slots.iter_mut().zip(args) {
+                        *s = Some(a.clone());
+                    }
+                    let mut act = Act {
+                        locals: Locals::Stack(&mut slots),
+                        env,
+                        source: &code.source,
+                    };
+                    finish(self.exec_block(&mut act, body))
+                }
+            }
+            FnBody::Case { clauses, else_body } => {
+                for clause in clauses {
+                    if let Some(v) = self.try_clause(code, clause, env, args)? {
+                        return Ok(v);
+                    }
+                }
+                if let Some((body, layout)) = else_body {
+                    return self.run_in_frame(code, *layout, env, |cx, act| cx.exec_block(act, body));
+                }
+                Err(RuntimeError::new(format!(
+                    "match failure for {}",
+                    describe_args(args)
+                )))
+            }
+        }
+    }
+
+    fn run_in_frame(
+        &mut self,
+        code: &Arc<FnCode>,
+        layout: ir::FrameLayout,
+        env: Option<&Arc<Frame>>,
+        f: impl FnOnce(&mut Self, &mut Act) -> R,
+    ) -> Result<Value, RuntimeError> {
+        if layout.heap {
+            let frame = Frame::new(layout.nslots as usize, env.cloned());
+            let mut act = Act {
+                locals: Locals::Heap(&frame),
+                env,
+                source: &code.source,
+            };
+            finish(f(self, &mut act))
+        } else {
+            let mut slots: SmallVec<[Option<Value>; 8]> =
+                smallvec::smallvec![None; layout.nslots as usize];
+            let mut act = Act {
+                locals: Locals::Stack(&mut slots),
+                env,
+                source: &code.source,
+            };
+            finish(f(self, &mut act))
+        }
+    }
+
+    /// Tries one case clause: `Ok(None)` when its pattern or guard rejects the call.
+    fn try_clause(
+        &mut self,
+        code: &Arc<FnCode>,
+        clause: &Clause,
+        env: Option<&Arc<Frame>>,
+        args: &[Value],
+    ) -> Result<Option<Value>, RuntimeError> {
+        let mut matched = false;
+        let v = self.run_in_frame(code, clause.frame, env, |cx, act| {
+            let ok = match &clause.pattern {
+                PatList::Struct { .. } => {
+                    args.len() == 1 && cx.match_list_value(act, &clause.pattern, &args[0])?
+                }
+                PatList::Seq { .. } => cx.match_list(act, &clause.pattern, args)?,
+            };
+            if !ok {
+                return Ok(Value::Nil);
+            }
+            if let Some(g) = &clause.guard {
+                if !cx.eval(act, g)?.truthy() {
+                    return Ok(Value::Nil);
+                }
+            }
+            matched = true;
+            cx.exec_block(act, &clause.body)
+        })?;
+        Ok(if matched { Some(v) } else { None })
+    }
+
+    // ----- patterns ---------------------------------------------------------------
+
+    fn match_list(&mut self, act: &mut Act, list: &PatList, items: &[Value]) -> Result<bool, Ctrl> {
+        match list {
+            PatList::Seq {
+                before,
+                rest,
+                after,
+            } => {
+                let fixed = before.len() + after.len();
+                if rest.is_none() && items.len() != fixed || items.len() < fixed {
+                    return Ok(false);
+                }
+                for (p, v) in before.iter().zip(items) {
+                    if !self.match_pat(act, p, v)? {
+                        return Ok(false);
+                    }
+                }
+                let tail = &items[items.len() - after.len()..];
+                if let Some(r) = rest {
+                    let middle = items[before.len()..items.len() - after.len()].to_vec();
+                    if !self.match_pat(act, r, &Value::array(middle))? {
+                        return Ok(false);
+                    }
+                }
+                for (p, v) in after.iter().zip(tail) {
+                    if !self.match_pat(act, p, v)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            PatList::Struct { .. } => Ok(false),
+        }
+    }
+
+    /// Matches a bracketed pattern list against one array value.
+    fn match_list_value(&mut self, act: &mut Act, list: &PatList, v: &Value) -> Result<bool, Ctrl> {
+        let Value::Array(arr) = v else {
+            return Ok(false);
+        };
+        match list {
+            PatList::Seq { .. } => self.match_list(act, list, &arr.items),
+            PatList::Struct { fields, rest } => {
+                let Some(names) = &arr.fields else {
+                    return Ok(false);
+                };
+                let mut used = vec![false; arr.items.len()];
+                for (label, p) in fields {
+                    let Some(i) = names
+                        .iter()
+                        .position(|n| n.as_ref().is_some_and(|n| n.as_bytes() == &label[..]))
+                    else {
+                        return Ok(false);
+                    };
+                    used[i] = true;
+                    if !self.match_pat(act, p, &arr.items[i])? {
+                        return Ok(false);
+                    }
+                }
+                if let Some(r) = rest {
+                    let mut items = Vec::new();
+                    let mut rest_names = Vec::new();
+                    for (i, u) in used.iter().enumerate() {
+                        if !u {
+                            items.push(arr.items[i].clone());
+                            rest_names.push(names[i].clone());
+                        }
+                    }
+                    let rest_val = Value::Array(Arc::new(Array {
+                        items,
+                        fields: Some(Fields::from(rest_names)),
+                        class: None,
+                    }));
+                    if !self.match_pat(act, r, &rest_val)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn match_pat(&mut self, act: &mut Act, p: &Pat, v: &Value) -> Result<bool, Ctrl> {
+        Ok(match p {
+            Pat::Wildcard => true,
+            Pat::Bind(slot) => {
+                match &mut act.locals {
+                    Locals::Stack(slots) => slots[*slot as usize] = Some(v.clone()),
+                    Locals::Heap(f) => {
+                        let _ = Frame::set(f, *slot, v.clone());
+                    }
+                }
+                true
+            }
+            Pat::Same(slot) => {
+                let old = match &act.locals {
+                    Locals::Stack(slots) => slots[*slot as usize].clone(),
+                    Locals::Heap(f) => Frame::get(f, *slot),
+                };
+                old.is_some_and(|o| ops::equals(&o, v))
+            }
+            Pat::Num(n) => v.as_f64().is_some_and(|x| x == *n),
+            Pat::Str(s) => v.as_bytes().is_some_and(|b| b == &s[..]),
+            Pat::Nil => v.is_nil(),
+            Pat::Bool(b) => matches!(v, Value::Bool(x) if x == b),
+            Pat::Array { class, list } => {
+                if let Some((name, span)) = class {
+                    if !self.namespace_is(act, v, *name, *span)? {
+                        return Ok(false);
+                    }
+                }
+                self.match_list_value(act, list, v)?
+            }
+            Pat::TypeTest(inner, name, span) => {
+                self.namespace_is(act, v, *name, *span)? && self.match_pat(act, inner, v)?
+            }
+        })
+    }
+
+    fn namespace_is(&mut self, act: &Act, v: &Value, name: Sym, span: Span) -> Result<bool, Ctrl> {
+        let Some(want) = self.globals().namespaces.get(name.name()) else {
+            return Err(located(
+                RuntimeError::new(format!("undefined namespace {}", name.name())),
+                act.source,
+                span,
+            ));
+        };
+        Ok(self
+            .namespace_of(v)
+            .is_some_and(|ns| Arc::ptr_eq(&ns, &want)))
+    }
+}
+
+fn finish(r: R) -> Result<Value, RuntimeError> {
+    match r {
+        Ok(v) | Err(Ctrl::Return(v)) => Ok(v),
+        Err(Ctrl::Err(e)) => Err(e),
+    }
+}
+
+/// Converts the result of running top-level code.
+pub(crate) fn finish_top(r: R) -> Result<Value, RuntimeError> {
+    finish(r)
+}
+
+fn describe_args(args: &[Value]) -> String {
+    match args.len() {
+        0 => "no arguments".to_string(),
+        1 => format!("{} {}", args[0].type_name(), super::print::inspect_plain(&args[0])),
+        _ => format!(
+            "({})",
+            args.iter()
+                .map(super::print::inspect_plain)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn no_function(name: Sym, args: &[Value]) -> RuntimeError {
+    match args.first() {
+        None => RuntimeError::new(format!("no function '{}'", name.name())),
+        Some(a0) => RuntimeError::new(format!(
+            "no function '{}' for {} {}",
+            name.name(),
+            a0.type_name(),
+            super::print::inspect_plain(a0)
+        )),
+    }
+}
+
+/// Calling an array indexes it (D19).
+fn index_array(arr: &Array, args: &[Value]) -> Result<Value, RuntimeError> {
+    if args.len() != 1 {
+        return Err(RuntimeError::new(format!(
+            "wrong number of arguments for array index (given {}, expected 1)",
+            args.len()
+        )));
+    }
+    match &args[0] {
+        Value::Int(_) | Value::Float(_) => {
+            let Some(i) = args[0].as_int() else {
+                return Ok(Value::Nil);
+            };
+            let n = arr.items.len() as i64;
+            let i = if i < 0 { i + n } else { i };
+            if i < 0 || i >= n {
+                Ok(Value::Nil)
+            } else {
+                Ok(arr.items[i as usize].clone())
+            }
+        }
+        Value::Str(s) => Ok(arr.field(s.as_bytes()).cloned().unwrap_or_default()),
+        other => Err(RuntimeError::new(format!(
+            "array index must be a number or a string, got {} {}",
+            other.type_name(),
+            super::print::inspect_plain(other)
+        ))),
+    }
+}
+
+pub(crate) fn expr_span(e: &Expr) -> Span {
+    match e {
+        Expr::Var { span, .. }
+        | Expr::Array { span, .. }
+        | Expr::New { span, .. }
+        | Expr::Call { span, .. }
+        | Expr::CallValue { span, .. }
+        | Expr::Generic { span, .. }
+        | Expr::Binary { span, .. }
+        | Expr::Equal { span, .. }
+        | Expr::Unary { span, .. }
+        | Expr::AmpChain { span, .. } => *span,
+        Expr::Closure(code) => code.span,
+        Expr::And(a, b) | Expr::Or(a, b) => expr_span(a).to(expr_span(b)),
+        Expr::If { cond, .. } => expr_span(cond),
+        Expr::Const(_, span) => *span,
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_str(_: Str) {}

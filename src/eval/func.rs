@@ -1,0 +1,134 @@
+//! Function values (spec 4.6) and the frames closures capture.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use super::error::RuntimeError;
+use super::ir::{FnCode, VarRef};
+use super::symbol::Sym;
+use super::value::Value;
+use crate::ext::CallContext;
+
+/// What a frame slot stores. A closure stored into the frame it captures would form
+/// a reference cycle (frame -> closure -> frame) and leak every call of a function
+/// with a local recursive helper (D21); such closures are stored without their
+/// environment and rebuilt on each read.
+#[derive(Clone)]
+pub(crate) enum Stored {
+    Value(Value),
+    SelfClosure(Arc<FnCode>),
+}
+
+/// A heap frame: the variables of one scope activation that closures can capture.
+/// Bindings are single-assignment, so each slot is set at most once.
+pub struct Frame {
+    slots: Box<[OnceLock<Stored>]>,
+    pub(crate) parent: Option<Arc<Frame>>,
+}
+
+impl Frame {
+    pub fn new(nslots: usize, parent: Option<Arc<Frame>>) -> Arc<Frame> {
+        Arc::new(Frame {
+            slots: (0..nslots).map(|_| OnceLock::new()).collect(),
+            parent,
+        })
+    }
+
+    /// Reads slot `i` of `this` frame.
+    #[inline]
+    pub(crate) fn get(this: &Arc<Frame>, i: u32) -> Option<Value> {
+        match this.slots.get(i as usize)?.get()? {
+            Stored::Value(v) => Some(v.clone()),
+            Stored::SelfClosure(code) => Some(Value::Func(Arc::new(Func::Closure {
+                code: code.clone(),
+                env: Some(this.clone()),
+            }))),
+        }
+    }
+
+    /// Binds slot `i`; `Err` if it is already bound.
+    pub(crate) fn set(this: &Arc<Frame>, i: u32, v: Value) -> Result<(), ()> {
+        let stored = match &v {
+            Value::Func(f) => match &**f {
+                Func::Closure {
+                    code,
+                    env: Some(env),
+                } if Arc::ptr_eq(env, this) => Stored::SelfClosure(code.clone()),
+                _ => Stored::Value(v),
+            },
+            _ => Stored::Value(v),
+        };
+        match this.slots.get(i as usize) {
+            Some(slot) => slot.set(stored).map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// The `depth`-th ancestor (0 = this frame).
+    #[inline]
+    pub(crate) fn ancestor(this: &Arc<Frame>, depth: u32) -> Option<&Arc<Frame>> {
+        let mut f = this;
+        for _ in 0..depth {
+            f = f.parent.as_ref()?;
+        }
+        Some(f)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+/// The signature of a native function (spec 9.2 item 2).
+pub type NativeFnPtr =
+    dyn Fn(&mut CallContext<'_>, &[Value]) -> Result<Value, RuntimeError> + Send + Sync;
+
+/// A builtin or extension function.
+pub struct NativeFn {
+    /// Registered name, printed as `<cfunc:NAME>`.
+    pub name: String,
+    /// A stage constructor (D32): used bare as a pipe destination it is called with
+    /// no arguments to build the stage.
+    pub stage_constructor: bool,
+    pub f: Box<NativeFnPtr>,
+}
+
+/// A callable value.
+pub enum Func {
+    /// A lambda or case lambda with the frame it was created in.
+    Closure {
+        code: Arc<FnCode>,
+        env: Option<Arc<Frame>>,
+    },
+    Native(NativeFn),
+    /// `&name`: an ordinary call of `name` in the scope where it was written.
+    Generic {
+        name: Sym,
+        /// Lexical binding relative to `env` (`Up(0, i)` is a slot of `env`).
+        var: VarRef,
+        env: Option<Arc<Frame>>,
+    },
+}
+
+impl Func {
+    pub fn native_name(&self) -> Option<&str> {
+        match self {
+            Func::Native(n) => Some(&n.name),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Func {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Func::Closure { .. } => f.write_str("<lambda>"),
+            Func::Native(n) => write!(f, "<cfunc:{}>", n.name),
+            Func::Generic { name, .. } => write!(f, "<genfunc:&{}>", name.name()),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The interpreter: global state, and running a program from source to exit status.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
+
+use super::compile;
+use super::error::RuntimeError;
+use super::exec::{finish_top, Act, Locals};
+use super::func::Frame;
+use super::ir::FnBody;
+use super::namespace::{Namespace, Namespaces};
+use super::symbol::Sym;
+use super::value::Value;
+use crate::ext::{CallContext, Registry};
+use crate::runtime::io::Output;
+use crate::runtime::stream::Graph;
+use crate::syntax::diagnostic::{render, Diagnostic};
+use crate::syntax::{parse, Source};
+
+/// Options of one run (command-line flags).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// `-w`: extra warnings.
+    pub warnings: bool,
+    /// `-v`: dump the parse tree to standard error before running.
+    pub dump_ast: bool,
+}
+
+/// State shared by everything that runs in one interpreter: the prelude, namespaces,
+/// the top-level frame, the output writers and the stream graph.
+pub struct Globals {
+    pub namespaces: Namespaces,
+    prelude: RwLock<FxHashMap<Sym, Value>>,
+    pub(crate) ns_number: Arc<Namespace>,
+    pub(crate) ns_string: Arc<Namespace>,
+    pub(crate) ns_array: Arc<Namespace>,
+    pub(crate) ns_time: Arc<Namespace>,
+    top: RwLock<Arc<Frame>>,
+    /// The one ordered writer for standard output (D39).
+    pub out: Arc<Output>,
+    /// The one ordered writer for standard error.
+    pub err: Arc<Output>,
+    pub graph: Graph,
+    errors_reported: AtomicUsize,
+    color: bool,
+}
+
+impl Globals {
+    fn new() -> Arc<Globals> {
+        let namespaces = Namespaces::default();
+        let ns_number = namespaces.open("number", true);
+        let ns_string = namespaces.open("string", true);
+        let ns_array = namespaces.open("array", true);
+        let ns_time = namespaces.open("time", true);
+        Arc::new(Globals {
+            namespaces,
+            prelude: RwLock::new(FxHashMap::default()),
+            ns_number,
+            ns_string,
+            ns_array,
+            ns_time,
+            top: RwLock::new(Frame::new(0, None)),
+            out: Output::stdout(),
+            err: Output::stderr(),
+            graph: Graph::default(),
+            errors_reported: AtomicUsize::new(0),
+            color: std::io::stderr().is_terminal(),
+        })
+    }
+
+    pub(crate) fn prelude_get(&self, name: Sym) -> Option<Value> {
+        self.prelude.read().get(&name).cloned()
+    }
+
+    pub(crate) fn prelude_define(&self, name: Sym, v: Value) {
+        self.prelude.write().insert(name, v);
+    }
+
+    pub(crate) fn prelude_has(&self, name: &str) -> bool {
+        self.prelude.read().contains_key(&Sym::new(name))
+    }
+
+    pub(crate) fn top_frame(&self) -> Arc<Frame> {
+        self.top.read().clone()
+    }
+
+    /// Reports a runtime error on standard error; the exit status becomes 1 (D36).
+    pub fn report_error(&self, e: &RuntimeError) {
+        self.errors_reported.fetch_add(1, Ordering::Relaxed);
+        self.out.flush();
+        self.err.write_raw(e.render(self.color).as_bytes());
+        self.err.flush();
+    }
+
+    /// Reports a warning (does not change the exit status).
+    pub fn report_warning(&self, message: &str) {
+        self.out.flush();
+        let d = Diagnostic::warning(message, None);
+        self.err.write_raw(render(None, &d, self.color).as_bytes());
+        self.err.flush();
+    }
+
+    pub fn errors_reported(&self) -> usize {
+        self.errors_reported.load(Ordering::Relaxed)
+    }
+
+    /// Flushes standard output and error (at exit, D37).
+    pub fn flush_all(&self) {
+        self.out.flush();
+        self.err.flush();
+    }
+}
+
+/// A Streem interpreter with the standard library registered.
+pub struct Interpreter {
+    g: Arc<Globals>,
+}
+
+impl Default for Interpreter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Native stack for the thread that runs the script (D72: deep recursion must not
+/// overflow; only the pages actually used are committed).
+pub const SCRIPT_STACK_SIZE: usize = 1 << 30;
+
+impl Interpreter {
+    pub fn new() -> Interpreter {
+        let g = Globals::new();
+        let interp = Interpreter { g };
+        crate::builtins::register_all(&interp.registry());
+        interp
+    }
+
+    /// The registry through which builtins and extensions install names.
+    pub fn registry(&self) -> Registry {
+        Registry { g: self.g.clone() }
+    }
+
+    pub fn globals(&self) -> &Arc<Globals> {
+        &self.g
+    }
+
+    fn compile(&self, source: &Arc<Source>) -> Result<Arc<super::ir::FnCode>, Vec<Diagnostic>> {
+        let program = parse(&source.text).map_err(|e| vec![e.to_diagnostic()])?;
+        compile::compile_program(&program, source.clone(), &self.g)
+    }
+
+    /// Lexes, parses and compiles without running; returns the rendered errors.
+    pub fn check(&self, source: Arc<Source>, color: bool) -> Vec<String> {
+        match self.compile(&source) {
+            Ok(_) => Vec::new(),
+            Err(diags) => diags
+                .iter()
+                .map(|d| render(Some(&source), d, color))
+                .collect(),
+        }
+    }
+
+    /// Compiles and runs a program (the script, then the graph). Prints its own
+    /// errors. Returns the exit status.
+    pub fn run(&self, source: Arc<Source>, argv: Vec<String>, opts: &RunOptions) -> i32 {
+        let g = self.g.clone();
+        let color = g.color;
+        if opts.dump_ast {
+            match parse(&source.text) {
+                Ok(p) => g.err.write_raw(format!("{:#?}\n", p).as_bytes()),
+                Err(_) => {}
+            }
+        }
+        g.prelude_define(
+            Sym::new("ARGV"),
+            Value::array(argv.iter().map(|a| Value::str(a)).collect()),
+        );
+        let code = match self.compile(&source) {
+            Ok(c) => c,
+            Err(diags) => {
+                for d in &diags {
+                    g.err.write_raw(render(Some(&source), d, color).as_bytes());
+                }
+                g.flush_all();
+                return 1;
+            }
+        };
+        let frame = Frame::new(code.frame.nslots as usize, None);
+        *g.top.write() = frame.clone();
+
+        let worker = {
+            let g = g.clone();
+            std::thread::Builder::new()
+                .name("streem-main".into())
+                .stack_size(SCRIPT_STACK_SIZE)
+                .spawn(move || run_script(&g, &code, &frame))
+        };
+        let status = match worker {
+            Ok(h) => h.join().unwrap_or(70),
+            Err(e) => {
+                g.err
+                    .write_raw(format!("streem: cannot start: {e}\n").as_bytes());
+                70
+            }
+        };
+        g.flush_all();
+        status
+    }
+}
+
+fn run_script(g: &Arc<Globals>, code: &Arc<super::ir::FnCode>, frame: &Arc<Frame>) -> i32 {
+    let r = {
+        let mut cx = CallContext::new(g, None);
+        let mut act = Act {
+            locals: Locals::Heap(frame),
+            env: None,
+            source: &code.source,
+        };
+        let FnBody::Plain { body, .. } = &code.body else {
+            unreachable!("the top level is a plain body")
+        };
+        finish_top(cx.exec_block(&mut act, body))
+    };
+    if let Err(e) = r {
+        g.report_error(&e);
+        g.flush_all();
+        return 1;
+    }
+    crate::runtime::stream::run_graph(g);
+    g.flush_all();
+    if g.errors_reported() > 0 {
+        1
+    } else {
+        0
+    }
+}

@@ -1,0 +1,398 @@
+//! Io objects (4.7), line input (5.9, D38) and the ordered output writers (D39, D40).
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+
+use super::stream::{Produce, Role, Stage, StageContext, Stream};
+use crate::eval::error::RuntimeError;
+use crate::eval::value::Value;
+
+/// Buffer size above which an output writer writes through.
+const OUTPUT_FLUSH_AT: usize = 64 * 1024;
+/// Lines a reader emits per turn before letting other producers run.
+const LINES_PER_TURN: usize = 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One ordered, buffered writer for a standard stream (D39). Lines are appended whole,
+/// so concurrent writers never interleave mid-line.
+pub struct Output {
+    inner: Mutex<OutputInner>,
+    broken: AtomicBool,
+}
+
+struct OutputInner {
+    buf: Vec<u8>,
+    sink: Box<dyn Write + Send>,
+}
+
+/// A `Write` for a file descriptor the process does not own (0, 1, 2).
+struct FdWriter(i32);
+
+impl Write for FdWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::os::fd::FromRawFd;
+        let f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(self.0) });
+        (&*f).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Output {
+    pub fn new(sink: Box<dyn Write + Send>) -> Arc<Output> {
+        Arc::new(Output {
+            inner: Mutex::new(OutputInner {
+                buf: Vec::with_capacity(OUTPUT_FLUSH_AT),
+                sink,
+            }),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    pub fn stdout() -> Arc<Output> {
+        Output::new(Box::new(FdWriter(1)))
+    }
+
+    pub fn stderr() -> Arc<Output> {
+        Output::new(Box::new(FdWriter(2)))
+    }
+
+    /// Replaces the sink (embedding: capture output).
+    pub fn redirect(&self, sink: Box<dyn Write + Send>) {
+        self.inner.lock().sink = sink;
+    }
+
+    /// Writing failed with EPIPE/ECONNRESET: the reader is gone (D40).
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Appends `line` and a newline.
+    pub fn write_line(&self, line: &[u8]) {
+        let mut inner = self.inner.lock();
+        inner.buf.extend_from_slice(line);
+        inner.buf.push(b'\n');
+        if inner.buf.len() >= OUTPUT_FLUSH_AT {
+            self.flush_locked(&mut inner);
+        }
+    }
+
+    /// Appends bytes as they are.
+    pub fn write_raw(&self, bytes: &[u8]) {
+        let mut inner = self.inner.lock();
+        inner.buf.extend_from_slice(bytes);
+        if inner.buf.len() >= OUTPUT_FLUSH_AT {
+            self.flush_locked(&mut inner);
+        }
+    }
+
+    pub fn flush(&self) {
+        let mut inner = self.inner.lock();
+        self.flush_locked(&mut inner);
+    }
+
+    fn flush_locked(&self, inner: &mut OutputInner) {
+        if inner.buf.is_empty() {
+            return;
+        }
+        if self.is_broken() {
+            inner.buf.clear();
+            return;
+        }
+        let OutputInner { buf, sink } = inner;
+        let r = sink.write_all(buf).and_then(|_| sink.flush());
+        buf.clear();
+        if let Err(e) = r {
+            if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) {
+                self.broken.store(true, Ordering::Relaxed);
+            } else {
+                self.broken.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+enum IoKind {
+    Stdin,
+    Stdout,
+    Stderr,
+    /// A file opened by `fread`/`fwrite`.
+    File(Mutex<Option<File>>),
+}
+
+/// An io object: a file descriptor with a mode, whose read and write streams are
+/// created on first use and then reused (4.7).
+pub struct Io {
+    fd: i32,
+    pub mode: IoMode,
+    kind: IoKind,
+    read_stream: OnceLock<Arc<Stream>>,
+    write_stream: OnceLock<Arc<Stream>>,
+}
+
+impl Io {
+    pub fn stdin() -> Arc<Io> {
+        Io::new(0, IoMode::Read, IoKind::Stdin)
+    }
+
+    pub fn stdout() -> Arc<Io> {
+        Io::new(1, IoMode::Write, IoKind::Stdout)
+    }
+
+    pub fn stderr() -> Arc<Io> {
+        Io::new(2, IoMode::Write, IoKind::Stderr)
+    }
+
+    /// Wraps an open file.
+    pub fn file(file: File, mode: IoMode) -> Arc<Io> {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        Io::new(fd, mode, IoKind::File(Mutex::new(Some(file))))
+    }
+
+    fn new(fd: i32, mode: IoMode, kind: IoKind) -> Arc<Io> {
+        Arc::new(Io {
+            fd,
+            mode,
+            kind,
+            read_stream: OnceLock::new(),
+            write_stream: OnceLock::new(),
+        })
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    pub fn readable(&self) -> bool {
+        matches!(self.mode, IoMode::Read | IoMode::ReadWrite)
+    }
+
+    pub fn writable(&self) -> bool {
+        matches!(self.mode, IoMode::Write | IoMode::ReadWrite)
+    }
+
+    /// `<io: fd=N mode=M>` (4.12 item 9).
+    pub fn describe(&self) -> String {
+        let m = match self.mode {
+            IoMode::Read => "r",
+            IoMode::Write => "w",
+            IoMode::ReadWrite => "rw",
+        };
+        format!("<io: fd={} mode={}>", self.fd, m)
+    }
+
+    /// The read stream (a producer of lines); `None` if not readable.
+    pub fn read_stream(self: &Arc<Io>) -> Option<Arc<Stream>> {
+        if !self.readable() {
+            return None;
+        }
+        Some(
+            self.read_stream
+                .get_or_init(|| {
+                    let reader: Box<dyn Read + Send> = match &self.kind {
+                        IoKind::Stdin => Box::new(std::io::stdin()),
+                        IoKind::File(f) => match f.lock().as_ref().map(File::try_clone) {
+                            Some(Ok(f)) => Box::new(f),
+                            _ => Box::new(std::io::empty()),
+                        },
+                        _ => Box::new(std::io::empty()),
+                    };
+                    Stream::new(
+                        Role::Producer,
+                        LineReader::new(reader, matches!(self.kind, IoKind::Stdin)),
+                    )
+                })
+                .clone(),
+        )
+    }
+
+    /// The write stream (a consumer writing one line per value); `None` if not
+    /// writable.
+    pub fn write_stream(self: &Arc<Io>) -> Option<Arc<Stream>> {
+        if !self.writable() {
+            return None;
+        }
+        Some(
+            self.write_stream
+                .get_or_init(|| {
+                    let target = match &self.kind {
+                        IoKind::Stdout => WriteTarget::Stdout,
+                        IoKind::Stderr => WriteTarget::Stderr,
+                        IoKind::File(f) => match f.lock().as_ref().map(File::try_clone) {
+                            Some(Ok(f)) => WriteTarget::File(std::io::BufWriter::with_capacity(
+                                READ_CHUNK, f,
+                            )),
+                            _ => WriteTarget::Closed,
+                        },
+                        IoKind::Stdin => WriteTarget::Closed,
+                    };
+                    Stream::new(
+                        Role::Consumer,
+                        LineWriter {
+                            target,
+                            buf: Vec::new(),
+                        },
+                    )
+                })
+                .clone(),
+        )
+    }
+}
+
+/// Splits input into lines (D38): any length, CR before LF dropped, an unterminated
+/// last line emitted.
+pub struct LineReader {
+    reader: Box<dyn Read + Send>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// Flush standard output before blocking (interactive use, D39).
+    interactive: bool,
+}
+
+impl LineReader {
+    pub fn new(reader: Box<dyn Read + Send>, interactive: bool) -> LineReader {
+        LineReader {
+            reader,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            eof: false,
+            interactive,
+        }
+    }
+
+    /// The next line, reading as needed; `None` at end of input.
+    pub fn next_line(&mut self, before_read: &mut dyn FnMut()) -> std::io::Result<Option<&[u8]>> {
+        loop {
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                let s = self.start;
+                let mut e = s + pos;
+                self.start = e + 1;
+                if e > s && self.buf[e - 1] == b'\r' {
+                    e -= 1;
+                }
+                return Ok(Some(&self.buf[s..e]));
+            }
+            if self.eof {
+                if self.start < self.end {
+                    let s = self.start;
+                    self.start = self.end;
+                    return Ok(Some(&self.buf[s..self.end]));
+                }
+                return Ok(None);
+            }
+            // Make room: move the partial line to the front, grow if it fills the buffer.
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                let n = self.buf.len() * 2;
+                self.buf.resize(n, 0);
+            }
+            before_read();
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.eof = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Stage for LineReader {
+    fn produce(&mut self, cx: &mut StageContext) -> Result<Produce, RuntimeError> {
+        let out = cx.globals().out.clone();
+        let interactive = self.interactive;
+        for _ in 0..LINES_PER_TURN {
+            let line = self.next_line(&mut || {
+                if interactive {
+                    out.flush()
+                }
+            });
+            match line {
+                Ok(Some(l)) => {
+                    let v = Value::bytes(l);
+                    cx.emit(v)?;
+                    if cx.destinations_gone() {
+                        return Ok(Produce::Done);
+                    }
+                }
+                Ok(None) => return Ok(Produce::Done),
+                Err(e) => return Err(RuntimeError::new(format!("read error: {e}"))),
+            }
+        }
+        Ok(Produce::More)
+    }
+}
+
+enum WriteTarget {
+    Stdout,
+    Stderr,
+    File(std::io::BufWriter<File>),
+    Closed,
+}
+
+/// Writes each value's printed form and a newline (5.9).
+struct LineWriter {
+    target: WriteTarget,
+    buf: Vec<u8>,
+}
+
+impl Stage for LineWriter {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        self.buf.clear();
+        match &v {
+            Value::Str(s) => self.buf.extend_from_slice(s.as_bytes()),
+            _ => cx.call_context().write_display(&mut self.buf, &v)?,
+        }
+        match &mut self.target {
+            WriteTarget::Stdout => {
+                let out = &cx.globals().out;
+                out.write_line(&self.buf);
+                if out.is_broken() {
+                    cx.close();
+                }
+            }
+            WriteTarget::Stderr => cx.globals().err.write_line(&self.buf),
+            WriteTarget::File(f) => {
+                self.buf.push(b'\n');
+                if let Err(e) = f.write_all(&self.buf) {
+                    self.target = WriteTarget::Closed;
+                    cx.close();
+                    return Err(RuntimeError::new(format!("write error: {e}")));
+                }
+            }
+            WriteTarget::Closed => {}
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, _cx: &mut StageContext) -> Result<(), RuntimeError> {
+        if let WriteTarget::File(f) = &mut self.target {
+            f.flush()
+                .map_err(|e| RuntimeError::new(format!("write error: {e}")))?;
+        }
+        Ok(())
+    }
+}
