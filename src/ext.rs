@@ -33,7 +33,10 @@ pub struct CallContext<'a> {
 }
 
 impl<'a> CallContext<'a> {
-    pub(crate) fn new(g: &'a Arc<Globals>, emitter: Option<&'a mut dyn Emitter>) -> CallContext<'a> {
+    pub(crate) fn new(
+        g: &'a Arc<Globals>,
+        emitter: Option<&'a mut dyn Emitter>,
+    ) -> CallContext<'a> {
         CallContext {
             top: g.top_frame(),
             g,
@@ -103,11 +106,19 @@ pub struct Args<'v> {
 
 impl<'v> Args<'v> {
     pub fn new(name: &'v str, vals: &'v [Value]) -> Args<'v> {
-        Args { name, vals, base: 1 }
+        Args {
+            name,
+            vals,
+            base: 1,
+        }
     }
 
     pub fn method(name: &'v str, vals: &'v [Value]) -> Args<'v> {
-        Args { name, vals, base: 0 }
+        Args {
+            name,
+            vals,
+            base: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -119,11 +130,7 @@ impl<'v> Args<'v> {
     }
 
     pub fn error(&self, i: usize, what: &str) -> RuntimeError {
-        RuntimeError::new(format!(
-            "{}: argument {}: {what}",
-            self.name,
-            i + self.base
-        ))
+        RuntimeError::new(format!("{}: argument {}: {what}", self.name, i + self.base))
     }
 
     /// Fails unless `min <= len <= max`.
@@ -229,7 +236,10 @@ impl Registry {
     /// Binds a global native function.
     pub fn define_fn<F>(&self, name: &str, f: F)
     where
-        F: Fn(&mut CallContext<'_>, &[Value]) -> Result<Value, RuntimeError> + Send + Sync + 'static,
+        F: Fn(&mut CallContext<'_>, &[Value]) -> Result<Value, RuntimeError>
+            + Send
+            + Sync
+            + 'static,
     {
         self.define_global(name, native_fn(name, false, f));
     }
@@ -238,7 +248,10 @@ impl Registry {
     /// called with no arguments.
     pub fn define_stage_fn<F>(&self, name: &str, f: F)
     where
-        F: Fn(&mut CallContext<'_>, &[Value]) -> Result<Value, RuntimeError> + Send + Sync + 'static,
+        F: Fn(&mut CallContext<'_>, &[Value]) -> Result<Value, RuntimeError>
+            + Send
+            + Sync
+            + 'static,
     {
         self.define_global(name, native_fn(name, true, f));
     }
@@ -270,7 +283,10 @@ impl NamespaceRegistry {
     /// A method: the receiver is the first argument.
     pub fn define_method<F>(&self, name: &str, f: F) -> &Self
     where
-        F: Fn(&mut CallContext<'_>, &[Value]) -> Result<Value, RuntimeError> + Send + Sync + 'static,
+        F: Fn(&mut CallContext<'_>, &[Value]) -> Result<Value, RuntimeError>
+            + Send
+            + Sync
+            + 'static,
     {
         let _ = self.ns.define(
             Sym::new(name),

@@ -8,8 +8,17 @@ const SEQ_BATCH: usize = 1024;
 /// `seq` (D44): integers when every argument is an integer, else floats computed as
 /// `start + i * step`.
 enum Seq {
-    Int { next: i64, step: i64, end: Option<i64> },
-    Float { start: f64, step: f64, i: u64, count: Option<u64> },
+    Int {
+        next: i64,
+        step: i64,
+        end: Option<i64>,
+    },
+    Float {
+        start: f64,
+        step: f64,
+        i: u64,
+        count: Option<u64>,
+    },
 }
 
 impl Stage for Seq {
@@ -35,7 +44,12 @@ impl Stage for Seq {
                     }
                     Value::Int(v)
                 }
-                Seq::Float { start, step, i, count } => {
+                Seq::Float {
+                    start,
+                    step,
+                    i,
+                    count,
+                } => {
                     if count.is_some_and(|c| *i >= c) {
                         return Ok(Produce::Done);
                     }
@@ -101,7 +115,11 @@ struct Filter {
 
 impl Stage for Filter {
     fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        if cx.call_context().call_with_element(&self.f, v.clone())?.truthy() {
+        if cx
+            .call_context()
+            .call_with_element(&self.f, v.clone())?
+            .truthy()
+        {
             cx.emit(v)?;
         }
         Ok(())
@@ -138,17 +156,32 @@ pub fn register(r: &Registry) {
     r.define_stage_fn("map", |_cx, vals| {
         let a = Args::new("map", vals);
         a.arity(1, 1)?;
-        Ok(Stream::value(Role::Filter, MapStage { f: a.func(0)?.clone() }))
+        Ok(Stream::value(
+            Role::Filter,
+            MapStage {
+                f: a.func(0)?.clone(),
+            },
+        ))
     });
     r.define_stage_fn("filter", |_cx, vals| {
         let a = Args::new("filter", vals);
         a.arity(1, 1)?;
-        Ok(Stream::value(Role::Filter, Filter { f: a.func(0)?.clone() }))
+        Ok(Stream::value(
+            Role::Filter,
+            Filter {
+                f: a.func(0)?.clone(),
+            },
+        ))
     });
     r.define_stage_fn("each", |_cx, vals| {
         let a = Args::new("each", vals);
         a.arity(1, 1)?;
-        Ok(Stream::value(Role::Filter, Each { f: a.func(0)?.clone() }))
+        Ok(Stream::value(
+            Role::Filter,
+            Each {
+                f: a.func(0)?.clone(),
+            },
+        ))
     });
     r.define_stage_fn("count", |_cx, vals| {
         Args::new("count", vals).arity(0, 0)?;

@@ -77,12 +77,7 @@ pub fn to_dest(cx: &mut CallContext, v: &Value) -> Result<Arc<Stream>, RuntimeEr
                 if !code.parameterless && !code.case_accepts(1) {
                     return Err(RuntimeError::new("a pipeline function takes one argument"));
                 }
-                Ok(Stream::new(
-                    Role::Filter,
-                    MapStage {
-                        f: v.clone(),
-                    },
-                ))
+                Ok(Stream::new(Role::Filter, MapStage { f: v.clone() }))
             }
             Func::Native(n) if n.stage_constructor => {
                 let s = cx.call(v, &[]).map_err(|e| {
@@ -95,12 +90,7 @@ pub fn to_dest(cx: &mut CallContext, v: &Value) -> Result<Arc<Stream>, RuntimeEr
                 })?;
                 to_dest(cx, &s)
             }
-            _ => Ok(Stream::new(
-                Role::Filter,
-                MapStage {
-                    f: v.clone(),
-                },
-            )),
+            _ => Ok(Stream::new(Role::Filter, MapStage { f: v.clone() })),
         },
         Value::Array(_) => Err(RuntimeError::new(format!(
             "cannot pipe into an array {}",

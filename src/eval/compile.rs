@@ -212,7 +212,8 @@ impl Compiler<'_> {
                     self.prescan_arg(a);
                 }
             }
-            ExprKind::MethodCall { recv, args, .. } | ExprKind::CallValue { callee: recv, args } => {
+            ExprKind::MethodCall { recv, args, .. }
+            | ExprKind::CallValue { callee: recv, args } => {
                 self.prescan_expr(recv);
                 for a in args {
                     self.prescan_arg(a);
@@ -584,9 +585,11 @@ impl Compiler<'_> {
                 class: class.as_ref().map(|c| (Sym::new(&c.name), c.span)),
                 list: self.pat_list(elems, names, false),
             },
-            PatKind::TypeTest(inner, ns) => {
-                Pat::TypeTest(Box::new(self.pat(inner, names)), Sym::new(&ns.name), ns.span)
-            }
+            PatKind::TypeTest(inner, ns) => Pat::TypeTest(
+                Box::new(self.pat(inner, names)),
+                Sym::new(&ns.name),
+                ns.span,
+            ),
         }
     }
 
@@ -824,8 +827,7 @@ fn time_literal(t: &ast::TimeLit) -> Option<Value> {
             offset: TimeOffset::DateOnly,
         }));
     };
-    let civil =
-        days * 86_400 + tod.hour as i64 * 3600 + tod.minute as i64 * 60 + tod.second as i64;
+    let civil = days * 86_400 + tod.hour as i64 * 3600 + tod.minute as i64 * 60 + tod.second as i64;
     let offset = match tod.zone {
         ast::TimeZoneLit::Offset(o) => o,
         ast::TimeZoneLit::Local => crate::builtins::time::local_offset_for_civil(civil)?,

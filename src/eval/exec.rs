@@ -6,7 +6,9 @@ use smallvec::SmallVec;
 
 use super::error::RuntimeError;
 use super::func::{Frame, Func};
-use super::ir::{self, Arg, Arith, Block, Clause, Expr, FnBody, FnCode, Pat, PatList, Stmt, VarRef};
+use super::ir::{
+    self, Arg, Arith, Block, Clause, Expr, FnBody, FnCode, Pat, PatList, Stmt, VarRef,
+};
 use super::namespace::{Binding, Namespace, BUILTIN_OPERATOR_OVERRIDDEN};
 use super::ops;
 use super::symbol::Sym;
@@ -110,7 +112,7 @@ impl<'a> CallContext<'a> {
                     Locals::Heap(f) => Some((*f).clone()),
                     Locals::Stack(_) => None,
                 };
-                let frame = Frame::new(body.frame.nslots as usize, parent);
+                let frame = Frame::permanent(body.frame.nslots as usize, parent);
                 let mut inner = Act {
                     locals: Locals::Heap(&frame),
                     env: None,
@@ -233,7 +235,14 @@ impl<'a> CallContext<'a> {
         })
     }
 
-    fn bind(&mut self, act: &mut Act, slot: VarRef, name: Sym, v: Value, span: Span) -> Result<(), Ctrl> {
+    fn bind(
+        &mut self,
+        act: &mut Act,
+        slot: VarRef,
+        name: Sym,
+        v: Value,
+        span: Span,
+    ) -> Result<(), Ctrl> {
         let ok = match slot {
             VarRef::Local(i) => match &mut act.locals {
                 Locals::Stack(slots) => {
@@ -267,7 +276,84 @@ impl<'a> CallContext<'a> {
 
     // ----- expressions ------------------------------------------------------------
 
+    /// Evaluates an expression. The hot cases are handled here with a small stack
+    /// frame (deep recursion and call cost depend on it); the rest in `eval_cold`.
+    #[inline]
     pub(crate) fn eval(&mut self, act: &mut Act, e: &Expr) -> R {
+        match e {
+            Expr::Const(v, _) => Ok(v.clone()),
+            Expr::Var { var, name, span } => match self.read_var(act, *var, *name) {
+                Some(v) => Ok(v),
+                None => Err(self.undefined(act, *name, *span)),
+            },
+            Expr::Binary {
+                op, lhs, rhs, span, ..
+            } => {
+                let a = self.eval(act, lhs)?;
+                let b = self.eval(act, rhs)?;
+                if let (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) = (&a, &b)
+                {
+                    if !BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+                        return ops::arith(*op, &a, &b).map_err(|e| located(e, act.source, *span));
+                    }
+                }
+                self.binary_slow(act, e, a, b)
+            }
+            Expr::If { cond, then, els } => {
+                if self.eval(act, cond)?.truthy() {
+                    self.exec_block(act, then)
+                } else if let Some(els) = els {
+                    self.exec_block(act, els)
+                } else {
+                    Ok(Value::Nil)
+                }
+            }
+            Expr::Call {
+                name,
+                var,
+                args,
+                span,
+            } => {
+                let vals = self.eval_args(act, args)?;
+                self.call_named(act, *name, *var, vals, *span)
+            }
+            _ => self.eval_cold(act, e),
+        }
+    }
+
+    #[inline(never)]
+    fn undefined(&self, act: &Act, name: Sym, span: Span) -> Ctrl {
+        located(
+            RuntimeError::new(format!("undefined variable '{}'", name.name())),
+            act.source,
+            span,
+        )
+    }
+
+    #[inline(never)]
+    fn binary_slow(&mut self, act: &mut Act, e: &Expr, a: Value, b: Value) -> R {
+        let Expr::Binary {
+            op,
+            name,
+            var,
+            span,
+            ..
+        } = e
+        else {
+            unreachable!()
+        };
+        if a.is_number()
+            && b.is_number()
+            && !BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return ops::arith(*op, &a, &b).map_err(|e| located(e, act.source, *span));
+        }
+        let args: Args = smallvec::smallvec![a, b];
+        self.call_operator(act, *name, *var, args, *span, Some(*op))
+    }
+
+    #[inline(never)]
+    fn eval_cold(&mut self, act: &mut Act, e: &Expr) -> R {
         match e {
             Expr::Const(v, _) => Ok(v.clone()),
             Expr::Var { var, name, span } => match self.read_var(act, *var, *name) {
@@ -642,9 +728,14 @@ impl<'a> CallContext<'a> {
             Err(field) => Some(field),
         };
         match f {
-            Some(f) => self
-                .call_value(&f, &args)
-                .map_err(|e| located(e, act.source, span)),
+            Some(f) => match self.call_value(&f, &args) {
+                Ok(Value::Stream(s)) => {
+                    s.set_location(act.source, span);
+                    Ok(Value::Stream(s))
+                }
+                Ok(v) => Ok(v),
+                Err(e) => Err(located(e, act.source, span)),
+            },
             None => {
                 let e = match op {
                     Some(op) if args.len() == 2 => ops::type_error(op, &args[0], &args[1]),
@@ -766,7 +857,8 @@ impl<'a> CallContext<'a> {
                     }
                 }
                 if let Some((body, layout)) = else_body {
-                    return self.run_in_frame(code, *layout, env, |cx, act| cx.exec_block(act, body));
+                    return self
+                        .run_in_frame(code, *layout, env, |cx, act| cx.exec_block(act, body));
                 }
                 Err(RuntimeError::new(format!(
                     "match failure for {}",
@@ -982,7 +1074,11 @@ pub(crate) fn finish_top(r: R) -> Result<Value, RuntimeError> {
 fn describe_args(args: &[Value]) -> String {
     match args.len() {
         0 => "no arguments".to_string(),
-        1 => format!("{} {}", args[0].type_name(), super::print::inspect_plain(&args[0])),
+        1 => format!(
+            "{} {}",
+            args[0].type_name(),
+            super::print::inspect_plain(&args[0])
+        ),
         _ => format!(
             "({})",
             args.iter()

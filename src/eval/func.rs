@@ -23,12 +23,26 @@ pub(crate) enum Stored {
 /// Bindings are single-assignment, so each slot is set at most once.
 pub struct Frame {
     slots: Box<[OnceLock<Stored>]>,
+    /// A function-call frame, freed when its call ends (unless captured): closures
+    /// stored into it must not keep it alive. Top-level and namespace frames live as
+    /// long as the program and store closures as they are.
+    call: bool,
     pub(crate) parent: Option<Arc<Frame>>,
 }
 
 impl Frame {
     pub fn new(nslots: usize, parent: Option<Arc<Frame>>) -> Arc<Frame> {
+        Frame::with_kind(nslots, parent, true)
+    }
+
+    /// A frame that lives as long as the program (top level, namespace bodies).
+    pub fn permanent(nslots: usize, parent: Option<Arc<Frame>>) -> Arc<Frame> {
+        Frame::with_kind(nslots, parent, false)
+    }
+
+    fn with_kind(nslots: usize, parent: Option<Arc<Frame>>, call: bool) -> Arc<Frame> {
         Arc::new(Frame {
+            call,
             slots: (0..nslots).map(|_| OnceLock::new()).collect(),
             parent,
         })
@@ -53,7 +67,7 @@ impl Frame {
                 Func::Closure {
                     code,
                     env: Some(env),
-                } if Arc::ptr_eq(env, this) => Stored::SelfClosure(code.clone()),
+                } if this.call && Arc::ptr_eq(env, this) => Stored::SelfClosure(code.clone()),
                 _ => Stored::Value(v),
             },
             _ => Stored::Value(v),

@@ -63,7 +63,7 @@ impl Globals {
             ns_string,
             ns_array,
             ns_time,
-            top: RwLock::new(Frame::new(0, None)),
+            top: RwLock::new(Frame::permanent(0, None)),
             out: Output::stdout(),
             err: Output::stderr(),
             graph: Graph::default(),
@@ -188,7 +188,7 @@ impl Interpreter {
                 return 1;
             }
         };
-        let frame = Frame::new(code.frame.nslots as usize, None);
+        let frame = Frame::permanent(code.frame.nslots as usize, None);
         *g.top.write() = frame.clone();
 
         let worker = {

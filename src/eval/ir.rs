@@ -224,7 +224,10 @@ pub struct FrameLayout {
 
 #[derive(Debug)]
 pub enum FnBody {
-    Plain { params: u32, body: Block },
+    Plain {
+        params: u32,
+        body: Block,
+    },
     Case {
         clauses: Vec<Clause>,
         else_body: Option<(Block, FrameLayout)>,

@@ -75,10 +75,11 @@ fn int_float_cmp(i: i64, f: f64) -> Option<Ordering> {
     if f.is_nan() {
         return None;
     }
-    if f >= 9.3e18 {
+    // 2^63: every i64 is below it; below -2^63 every i64 is above.
+    if f >= 9_223_372_036_854_775_808.0 {
         return Some(Ordering::Less);
     }
-    if f <= -9.3e18 {
+    if f < -9_223_372_036_854_775_808.0 {
         return Some(Ordering::Greater);
     }
     let t = f.trunc();
@@ -172,16 +173,14 @@ fn rank(v: &Value) -> u8 {
 pub fn compare(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => x.cmp(y),
-        (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
-            match num_cmp(a, b) {
-                Some(o) => o,
-                None => {
-                    let an = a.as_f64().is_some_and(f64::is_nan);
-                    let bn = b.as_f64().is_some_and(f64::is_nan);
-                    an.cmp(&bn)
-                }
+        (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => match num_cmp(a, b) {
+            Some(o) => o,
+            None => {
+                let an = a.as_f64().is_some_and(f64::is_nan);
+                let bn = b.as_f64().is_some_and(f64::is_nan);
+                an.cmp(&bn)
             }
-        }
+        },
         (Value::Str(x), Value::Str(y)) => x.as_bytes().cmp(y.as_bytes()),
         (Value::Time(x), Value::Time(y)) => x.total_nanos().cmp(&y.total_nanos()),
         (Value::Array(x), Value::Array(y)) => {

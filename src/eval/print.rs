@@ -87,7 +87,12 @@ pub fn write_quoted(out: &mut Vec<u8>, s: &[u8]) {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b if b < 32 || b == 127 => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'x',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
             }
             b => out.push(b),
         }

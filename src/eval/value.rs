@@ -259,7 +259,25 @@ impl Value {
     /// Identity of heap values (for `==` on opaque values).
     pub fn same_object(&self, other: &Value) -> bool {
         match (self, other) {
-            (Value::Func(a), Value::Func(b)) => Arc::ptr_eq(a, b),
+            (Value::Func(a), Value::Func(b)) => {
+                Arc::ptr_eq(a, b)
+                    || match (&**a, &**b) {
+                        // A closure read back from its own frame is rebuilt on each
+                        // read (see `Frame`): same code and frame is the same function.
+                        (
+                            Func::Closure { code: c1, env: e1 },
+                            Func::Closure { code: c2, env: e2 },
+                        ) => {
+                            Arc::ptr_eq(c1, c2)
+                                && match (e1, e2) {
+                                    (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                                    (None, None) => true,
+                                    _ => false,
+                                }
+                        }
+                        _ => false,
+                    }
+            }
             (Value::Stream(a), Value::Stream(b)) => Arc::ptr_eq(a, b),
             (Value::Io(a), Value::Io(b)) => Arc::ptr_eq(a, b),
             (Value::Native(a), Value::Native(b)) => Arc::ptr_eq(a, b),

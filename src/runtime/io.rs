@@ -232,9 +232,9 @@ impl Io {
                         IoKind::Stdout => WriteTarget::Stdout,
                         IoKind::Stderr => WriteTarget::Stderr,
                         IoKind::File(f) => match f.lock().as_ref().map(File::try_clone) {
-                            Some(Ok(f)) => WriteTarget::File(std::io::BufWriter::with_capacity(
-                                READ_CHUNK, f,
-                            )),
+                            Some(Ok(f)) => {
+                                WriteTarget::File(std::io::BufWriter::with_capacity(READ_CHUNK, f))
+                            }
                             _ => WriteTarget::Closed,
                         },
                         IoKind::Stdin => WriteTarget::Closed,

@@ -185,14 +185,20 @@ pub enum ExprKind {
     /// `[args]`; `[]` has no elements.
     Array(Vec<Arg>),
     /// `new NAME[args]`
-    New { class: Ident, args: Vec<Arg> },
+    New {
+        class: Ident,
+        args: Vec<Arg>,
+    },
     /// A non-case lambda, every form of spec 3.4.
     Lambda(Box<Lambda>),
     /// `{ case ... }`
     CaseLambda(Box<CaseLambda>),
     /// `name(args)`, `name(args) { block }`, `name { block }`. A trailing block is
     /// appended to `args` as the last positional argument.
-    Call { name: Ident, args: Vec<Arg> },
+    Call {
+        name: Ident,
+        args: Vec<Arg>,
+    },
     /// `recv.name(args)`, `recv.name`, `recv.name { block }`. Same call as
     /// `name(recv, args...)`.
     MethodCall {
@@ -201,7 +207,10 @@ pub enum ExprKind {
         args: Vec<Arg>,
     },
     /// `callee.(args)` (with optional trailing block appended to args).
-    CallValue { callee: Box<Expr>, args: Vec<Arg> },
+    CallValue {
+        callee: Box<Expr>,
+        args: Vec<Arg>,
+    },
     /// `&name`
     GenericFn(Ident),
     /// Binary operators other than `&` chains. `&&`/`||` short-circuit.
@@ -215,7 +224,10 @@ pub enum ExprKind {
     /// namespace defines `&`. `(a & b) & c` is a chain of two whose first operand
     /// is a `Paren`.
     AmpChain(Vec<Expr>),
-    Unary { op: UnOp, operand: Box<Expr> },
+    Unary {
+        op: UnOp,
+        operand: Box<Expr>,
+    },
     /// `( expr )`; kept so that `(a & b) & c` is distinguishable from `a & b & c`.
     Paren(Box<Expr>),
     /// `if (cond) then [else else]`

@@ -102,7 +102,11 @@ pub fn render(source: Option<&Source>, diag: &Diagnostic, color: bool) -> String
             );
         }
         (None, _) => {
-            let _ = writeln!(out, "{sev_color}{sev}:{reset} {bold}{}{reset}", diag.message);
+            let _ = writeln!(
+                out,
+                "{sev_color}{sev}:{reset} {bold}{}{reset}",
+                diag.message
+            );
         }
     }
     for note in &diag.notes {

@@ -504,12 +504,7 @@ impl<'a> Lexer<'a> {
                 self.pos = end;
                 Ok(TokenKind::Int(v as i64))
             }
-            _ => Err(self.error(
-                "integer literal too large".to_string(),
-                start,
-                end,
-                false,
-            )),
+            _ => Err(self.error("integer literal too large".to_string(), start, end, false)),
         }
     }
 
@@ -653,8 +648,14 @@ mod tests {
     #[test]
     fn comments_and_crlf() {
         assert_eq!(kinds("a # c"), vec![ident("a"), Eof]);
-        assert_eq!(kinds("a # c\nb"), vec![ident("a"), Newline, ident("b"), Eof]);
-        assert_eq!(kinds("a\r\nb\r\n"), vec![ident("a"), Newline, ident("b"), Newline, Eof]);
+        assert_eq!(
+            kinds("a # c\nb"),
+            vec![ident("a"), Newline, ident("b"), Eof]
+        );
+        assert_eq!(
+            kinds("a\r\nb\r\n"),
+            vec![ident("a"), Newline, ident("b"), Newline, Eof]
+        );
         assert_eq!(kinds("a\rb"), vec![ident("a"), ident("b"), Eof]);
         assert_eq!(kinds("#!/usr/bin/env streem\nx"), vec![ident("x"), Eof]);
         assert_eq!(
@@ -671,7 +672,10 @@ mod tests {
         ] {
             let src = format!("a {op}\n # comment\n\n b");
             let k = kinds(&src);
-            assert!(!k.contains(&Newline), "newline after {op:?} not absorbed: {k:?}");
+            assert!(
+                !k.contains(&Newline),
+                "newline after {op:?} not absorbed: {k:?}"
+            );
         }
         assert_eq!(kinds("case\nx"), vec![Case, ident("x"), Eof]);
         assert_eq!(kinds("else\nx"), vec![Else, ident("x"), Eof]);
@@ -681,13 +685,16 @@ mod tests {
     #[test]
     fn newline_absorption_before_tokens() {
         assert_eq!(kinds("a\n  | b"), vec![ident("a"), Pipe, ident("b"), Eof]);
-        assert_eq!(kinds("a\n # c\n .b"), vec![ident("a"), Dot, ident("b"), Eof]);
-        assert_eq!(kinds("a\nelse b"), vec![ident("a"), Else, ident("b"), Eof]);
-        assert_eq!(kinds("f(a\n)"), vec![ident("f"), LParen, ident("a"), RParen, Eof]);
         assert_eq!(
-            kinds("[a\n]"),
-            vec![LBracket, ident("a"), RBracket, Eof]
+            kinds("a\n # c\n .b"),
+            vec![ident("a"), Dot, ident("b"), Eof]
         );
+        assert_eq!(kinds("a\nelse b"), vec![ident("a"), Else, ident("b"), Eof]);
+        assert_eq!(
+            kinds("f(a\n)"),
+            vec![ident("f"), LParen, ident("a"), RParen, Eof]
+        );
+        assert_eq!(kinds("[a\n]"), vec![LBracket, ident("a"), RBracket, Eof]);
         // `}` does not absorb
         assert_eq!(
             kinds("{a\n}"),
@@ -697,7 +704,10 @@ mod tests {
 
     #[test]
     fn newlines_significant() {
-        for t in ["a", "1", "\"s\"", ")", "]", "}", "if", "emit", "return", "nil", "true", "false", "skip"] {
+        for t in [
+            "a", "1", "\"s\"", ")", "]", "}", "if", "emit", "return", "nil", "true", "false",
+            "skip",
+        ] {
             let src = format!("{t}\nx");
             let k = kinds(&src);
             assert!(k.contains(&Newline), "newline after {t:?} absorbed: {k:?}");
@@ -708,16 +718,34 @@ mod tests {
     fn keywords_whole_words() {
         assert_eq!(
             kinds("x = 1\nelsewhere = 2"),
-            vec![ident("x"), Assign, Int(1), Newline, ident("elsewhere"), Assign, Int(2), Eof]
+            vec![
+                ident("x"),
+                Assign,
+                Int(1),
+                Newline,
+                ident("elsewhere"),
+                Assign,
+                Int(2),
+                Eof
+            ]
         );
-        assert_eq!(kinds("cases skipped iffy"), vec![ident("cases"), ident("skipped"), ident("iffy"), Eof]);
+        assert_eq!(
+            kinds("cases skipped iffy"),
+            vec![ident("cases"), ident("skipped"), ident("iffy"), Eof]
+        );
         assert_eq!(kinds("if else case"), vec![If, Else, Case, Eof]);
     }
 
     #[test]
     fn identifiers_unicode() {
-        assert_eq!(kinds("π 変数 _tmp x1"), vec![ident("π"), ident("変数"), ident("_tmp"), ident("x1"), Eof]);
-        assert_eq!(kinds("a\u{a0}b\u{3000}c"), vec![ident("a"), ident("b"), ident("c"), Eof]);
+        assert_eq!(
+            kinds("π 変数 _tmp x1"),
+            vec![ident("π"), ident("変数"), ident("_tmp"), ident("x1"), Eof]
+        );
+        assert_eq!(
+            kinds("a\u{a0}b\u{3000}c"),
+            vec![ident("a"), ident("b"), ident("c"), Eof]
+        );
         assert_eq!(kinds("a\u{2028}b"), vec![ident("a"), ident("b"), Eof]);
         let e = lex_err(b"a \xff b");
         assert!(e.message.contains("UTF-8"));
@@ -729,29 +757,59 @@ mod tests {
         assert_eq!(kinds("a || b"), vec![ident("a"), OrOr, ident("b"), Eof]);
         assert_eq!(kinds("a||b"), vec![ident("a"), OrOr, ident("b"), Eof]);
         assert_eq!(kinds("a && b"), vec![ident("a"), AndAnd, ident("b"), Eof]);
-        assert_eq!(kinds("!a ~b"), vec![Bang, ident("a"), Tilde, ident("b"), Eof]);
+        assert_eq!(
+            kinds("!a ~b"),
+            vec![Bang, ident("a"), Tilde, ident("b"), Eof]
+        );
         assert_eq!(kinds("a != b"), vec![ident("a"), NotEq, ident("b"), Eof]);
-        assert_eq!(kinds("a | | b"), vec![ident("a"), Pipe, Pipe, ident("b"), Eof]);
-        assert_eq!(kinds("(x)->x"), vec![LParen, ident("x"), RParen, Arrow, ident("x"), Eof]);
+        assert_eq!(
+            kinds("a | | b"),
+            vec![ident("a"), Pipe, Pipe, ident("b"), Eof]
+        );
+        assert_eq!(
+            kinds("(x)->x"),
+            vec![LParen, ident("x"), RParen, Arrow, ident("x"), Eof]
+        );
         assert_eq!(kinds("<- ::"), vec![LeftArrow, ColonColon, Eof]);
         assert_eq!(kinds("a => b"), vec![ident("a"), FatArrow, ident("b"), Eof]);
     }
 
     #[test]
     fn numbers() {
-        assert_eq!(kinds("0 42 3.25 0.5"), vec![Int(0), Int(42), Float(3.25), Float(0.5), Eof]);
-        assert_eq!(kinds("0x1F 0xff 0o17"), vec![Int(31), Int(255), Int(15), Eof]);
+        assert_eq!(
+            kinds("0 42 3.25 0.5"),
+            vec![Int(0), Int(42), Float(3.25), Float(0.5), Eof]
+        );
+        assert_eq!(
+            kinds("0x1F 0xff 0o17"),
+            vec![Int(31), Int(255), Int(15), Eof]
+        );
         assert_eq!(kinds("012"), vec![Int(0), Int(12), Eof]);
         assert_eq!(kinds("5.floor"), vec![Int(5), Dot, ident("floor"), Eof]);
-        assert_eq!(kinds("1e3 2.5E-4 1.5e+2"), vec![Float(1000.0), Float(2.5e-4), Float(150.0), Eof]);
+        assert_eq!(
+            kinds("1e3 2.5E-4 1.5e+2"),
+            vec![Float(1000.0), Float(2.5e-4), Float(150.0), Eof]
+        );
         assert_eq!(kinds("1e"), vec![Int(1), ident("e"), Eof]);
         assert_eq!(kinds("9223372036854775807"), vec![Int(i64::MAX), Eof]);
         assert_eq!(kinds("-1"), vec![Minus, Int(1), Eof]);
-        assert_eq!(lex_err(b"9223372036854775808").message, "integer literal too large");
-        assert_eq!(lex_err(b"x = 99999999999999999999999999").message, "integer literal too large");
-        assert_eq!(lex_err(b"0x8000000000000000").message, "integer literal too large");
+        assert_eq!(
+            lex_err(b"9223372036854775808").message,
+            "integer literal too large"
+        );
+        assert_eq!(
+            lex_err(b"x = 99999999999999999999999999").message,
+            "integer literal too large"
+        );
+        assert_eq!(
+            lex_err(b"0x8000000000000000").message,
+            "integer literal too large"
+        );
         assert_eq!(kinds("0x7fffffffffffffff"), vec![Int(i64::MAX), Eof]);
-        assert_eq!(kinds("1e99999999999999999999"), vec![Float(f64::INFINITY), Eof]);
+        assert_eq!(
+            kinds("1e99999999999999999999"),
+            vec![Float(f64::INFINITY), Eof]
+        );
         assert_eq!(kinds("0x"), vec![Int(0), ident("x"), Eof]);
     }
 
@@ -791,7 +849,10 @@ mod tests {
         assert_eq!(kinds("a:b"), vec![Label("a".into()), ident("b"), Eof]);
         assert_eq!(kinds("a :b"), vec![ident("a"), Symbol("b".into()), Eof]);
         assert_eq!(kinds("\"x y\": 1"), vec![Label("x y".into()), Int(1), Eof]);
-        assert_eq!(kinds("\"x\\ty\":1"), vec![Label("x\ty".into()), Int(1), Eof]);
+        assert_eq!(
+            kinds("\"x\\ty\":1"),
+            vec![Label("x\ty".into()), Int(1), Eof]
+        );
         assert_eq!(kinds("a : b"), vec![ident("a"), Colon, ident("b"), Eof]);
         assert_eq!(kinds(":if"), vec![Symbol("if".into()), Eof]);
     }
@@ -809,11 +870,17 @@ mod tests {
         assert_eq!((t.year, t.month, t.day, t.time), (2015, 8, 1, None));
         let t = time("2015.08.01T12:00");
         let tod = t.time.unwrap();
-        assert_eq!((tod.hour, tod.minute, tod.second, tod.zone), (12, 0, 0, TimeZoneLit::Local));
+        assert_eq!(
+            (tod.hour, tod.minute, tod.second, tod.zone),
+            (12, 0, 0, TimeZoneLit::Local)
+        );
         let tod = time("2015.8.1T12:00:00+09:00").time.unwrap();
         assert_eq!(tod.zone, TimeZoneLit::Offset(9 * 3600));
         let tod = time("2015.8.1T12:00:00.250Z").time.unwrap();
-        assert_eq!((tod.nanosecond, tod.zone), (250_000_000, TimeZoneLit::Offset(0)));
+        assert_eq!(
+            (tod.nanosecond, tod.zone),
+            (250_000_000, TimeZoneLit::Offset(0))
+        );
         let tod = time("2016.1.1T00:00:00-0500").time.unwrap();
         assert_eq!(tod.zone, TimeZoneLit::Offset(-5 * 3600));
         let tod = time("2016.1.1T00:00:00+09").time.unwrap();

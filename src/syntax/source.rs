@@ -31,7 +31,10 @@ impl Source {
             Err(i) => i - 1,
         };
         let start = self.line_starts[line];
-        let col = String::from_utf8_lossy(&self.text[start..offset]).chars().count() + 1;
+        let col = String::from_utf8_lossy(&self.text[start..offset])
+            .chars()
+            .count()
+            + 1;
         (line + 1, col)
     }
 
