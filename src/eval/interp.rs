@@ -68,7 +68,7 @@ impl Globals {
             err: Output::stderr(),
             graph: Graph::default(),
             errors_reported: AtomicUsize::new(0),
-            color: std::io::stderr().is_terminal(),
+            color: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         })
     }
 
@@ -169,9 +169,8 @@ impl Interpreter {
         let g = self.g.clone();
         let color = g.color;
         if opts.dump_ast {
-            match parse(&source.text) {
-                Ok(p) => g.err.write_raw(format!("{:#?}\n", p).as_bytes()),
-                Err(_) => {}
+            if let Ok(p) = parse(&source.text) {
+                g.err.write_raw(format!("{:#?}\n", p).as_bytes());
             }
         }
         g.prelude_define(

@@ -130,9 +130,9 @@ pub fn write_time(out: &mut Vec<u8>, t: &Time, tz: Option<i32>) {
         sod % 60
     );
     if t.nanos != 0 {
-        if t.nanos % 1_000_000 == 0 {
+        if t.nanos.is_multiple_of(1_000_000) {
             let _ = write!(out, ".{:03}", t.nanos / 1_000_000);
-        } else if t.nanos % 1_000 == 0 {
+        } else if t.nanos.is_multiple_of(1_000) {
             let _ = write!(out, ".{:06}", t.nanos / 1_000);
         } else {
             let _ = write!(out, ".{:09}", t.nanos);

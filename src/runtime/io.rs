@@ -107,12 +107,9 @@ impl Output {
         let OutputInner { buf, sink } = inner;
         let r = sink.write_all(buf).and_then(|_| sink.flush());
         buf.clear();
-        if let Err(e) = r {
-            if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) {
-                self.broken.store(true, Ordering::Relaxed);
-            } else {
-                self.broken.store(true, Ordering::Relaxed);
-            }
+        // EPIPE/ECONNRESET (D40) and any other write failure: the sink is gone.
+        if r.is_err() {
+            self.broken.store(true, Ordering::Relaxed);
         }
     }
 }

@@ -248,7 +248,7 @@ fn deliver(g: &Arc<Globals>, dst: &Arc<Stream>, v: Value) -> bool {
         cx.report(e);
     }
     dst.state.lock().stage = Some(stage);
-    !dst.is_closed() && !(dst.orphaned.load(Ordering::Relaxed) && dst.role != Role::Consumer)
+    !dst.is_closed() && (!dst.orphaned.load(Ordering::Relaxed) || dst.role == Role::Consumer)
 }
 
 /// One input of `dst` has ended; when it was the last, finish and close it.
