@@ -37,8 +37,16 @@ impl<'a> CallContext<'a> {
         g: &'a Arc<Globals>,
         emitter: Option<&'a mut dyn Emitter>,
     ) -> CallContext<'a> {
+        CallContext::with_top(g, g.top_frame(), emitter)
+    }
+
+    pub(crate) fn with_top(
+        g: &'a Arc<Globals>,
+        top: Arc<Frame>,
+        emitter: Option<&'a mut dyn Emitter>,
+    ) -> CallContext<'a> {
         CallContext {
-            top: g.top_frame(),
+            top,
             g,
             emitter,
             depth: 0,

@@ -91,6 +91,14 @@ impl Output {
         }
     }
 
+    /// Flushes pending output unless another thread is writing right now (the
+    /// periodic flush of D39).
+    pub fn flush_if_idle(&self) {
+        if let Some(mut inner) = self.inner.try_lock() {
+            self.flush_locked(&mut inner);
+        }
+    }
+
     pub fn flush(&self) {
         let mut inner = self.inner.lock();
         self.flush_locked(&mut inner);
@@ -318,6 +326,10 @@ impl LineReader {
 }
 
 impl Stage for LineReader {
+    fn is_blocking(&self) -> bool {
+        true
+    }
+
     fn produce(&mut self, cx: &mut StageContext) -> Result<Produce, RuntimeError> {
         let out = cx.globals().out.clone();
         let interactive = self.interactive;

@@ -1,22 +1,32 @@
-//! Streams (graph nodes), stages and the graph runner.
+//! Streams (graph nodes), stages and the concurrent graph runner.
 //!
-//! This runner is deliberately simple: values are pushed synchronously from a
-//! producer through the chain of stages it feeds (so memory is bounded without any
-//! queue: a producer never gets ahead of its slowest consumer), and producers are run
-//! round-robin on the script thread. The concurrent runtime replaces only what sits
-//! behind [`Graph`], [`connect`] and [`StageContext`]; the [`Stage`] trait that
-//! builtins implement stays.
+//! Every started stream is one task on a multi-threaded tokio runtime. Edges are
+//! bounded channels carrying *batches* of values, so synchronisation is paid per batch,
+//! not per value, and a fast producer is suspended when its destination is full (D2).
+//! A stage's callbacks run only inside its own task, so they never run concurrently
+//! with each other (1.6); different stages run in parallel on different workers.
+//!
+//! A task flushes its pending output when the batch is full or as soon as it would
+//! otherwise wait (its input is empty, or it is about to block on a read), so a slow
+//! trickle of input is delivered at once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
 
 use crate::eval::error::RuntimeError;
+use crate::eval::func::Frame;
 use crate::eval::interp::Globals;
 use crate::eval::value::Value;
 use crate::ext::{CallContext, Emitter};
 use crate::syntax::{Source, Span};
+
+/// Values per batch before a task sends it on.
+pub const BATCH: usize = 256;
+/// Batches an edge holds before its source is suspended (D2).
+const EDGE_CAPACITY: usize = 16;
 
 /// The role of a stream in the graph (1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +45,11 @@ pub enum Produce {
     Done,
 }
 
-/// The behaviour of one stream. Callbacks of one stage never run concurrently (1.6),
-/// so its state needs no locking.
+/// The behaviour of one stream (spec 9.2 item 6). Callbacks of one stage never run
+/// concurrently (1.6), so its state needs no locking.
 pub trait Stage: Send + 'static {
-    /// Producers: emit some values (a batch), then return. Called repeatedly until it
-    /// returns `Done` or every destination has closed.
+    /// Producers: emit some values (a batch of at most a few hundred), then return.
+    /// Called again until it returns `Done` or every destination has closed.
     fn produce(&mut self, _cx: &mut StageContext) -> Result<Produce, RuntimeError> {
         Ok(Produce::Done)
     }
@@ -49,45 +59,103 @@ pub trait Stage: Send + 'static {
         Ok(())
     }
 
+    /// A value from input number `input` (in connection order). Stages with several
+    /// inputs (`zip`, `concat`) override this; the default forwards to `on_value`.
+    fn on_input(
+        &mut self,
+        _input: usize,
+        v: Value,
+        cx: &mut StageContext,
+    ) -> Result<(), RuntimeError> {
+        self.on_value(v, cx)
+    }
+
+    /// Input number `input` has ended (others may still be open).
+    fn on_input_closed(
+        &mut self,
+        _input: usize,
+        _cx: &mut StageContext,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     /// The finishing step, when every input has ended (aggregators emit here).
     fn on_close(&mut self, _cx: &mut StageContext) -> Result<(), RuntimeError> {
         Ok(())
     }
+
+    /// A producer whose `produce` may block the thread (reading a file or a pipe):
+    /// it runs on a thread of its own instead of a runtime worker.
+    fn is_blocking(&self) -> bool {
+        false
+    }
+
+    /// A channel (D53): stays open when its inputs end, until the program is otherwise
+    /// finished.
+    fn keeps_open(&self) -> bool {
+        false
+    }
 }
 
-struct State {
-    /// Taken out while a callback runs.
-    stage: Option<Box<dyn Stage>>,
-    dests: Vec<Arc<Stream>>,
-    sources: usize,
-    open_sources: usize,
-    closed: bool,
+enum Msg {
+    Batch(u32, Vec<Value>),
+    Closed(u32),
+    /// Re-check whether a channel may close.
+    Wake,
+}
+
+/// An output edge: where a stream sends its batches.
+#[derive(Clone)]
+struct Dest {
+    tx: mpsc::Sender<Msg>,
+    input: u32,
 }
 
 /// A node of the graph.
 pub struct Stream {
     pub role: Role,
-    state: Mutex<State>,
-    /// Set when all destinations have gone (a producer stops, 5.7).
+    /// Taken by the task when the stream starts.
+    stage: Mutex<Option<Box<dyn Stage>>>,
+    rx: Mutex<Option<mpsc::Receiver<Msg>>>,
+    /// The sending side of this stream's input. Strong until the stream starts (so
+    /// connections made while building keep it open), then only a weak reference is
+    /// kept: the task ends when every input has sent `Closed`.
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    weak_tx: mpsc::WeakSender<Msg>,
+    dests: Mutex<Vec<Dest>>,
+    /// Bumped whenever `dests` changes, so a running task re-reads it.
+    dests_version: AtomicU64,
+    inputs: AtomicU32,
+    open_inputs: AtomicU32,
+    started: AtomicBool,
+    finished: AtomicBool,
+    /// Set when every destination has gone (a producer stops, 5.7).
     orphaned: AtomicBool,
-    scheduled: AtomicBool,
     /// Where the stream was created; errors of builtin stages are reported here.
     location: OnceLock<(Arc<Source>, Span)>,
 }
 
 impl Stream {
     pub fn new(role: Role, stage: impl Stage) -> Arc<Stream> {
+        let capacity = if stage.keeps_open() {
+            1024
+        } else {
+            EDGE_CAPACITY
+        };
+        let (tx, rx) = mpsc::channel(capacity);
         Arc::new(Stream {
             role,
-            state: Mutex::new(State {
-                stage: Some(Box::new(stage)),
-                dests: Vec::new(),
-                sources: 0,
-                open_sources: 0,
-                closed: false,
-            }),
+            stage: Mutex::new(Some(Box::new(stage))),
+            rx: Mutex::new(Some(rx)),
+            weak_tx: tx.downgrade(),
+            tx: Mutex::new(Some(tx)),
+            dests: Mutex::new(Vec::new()),
+            dests_version: AtomicU64::new(0),
+            inputs: AtomicU32::new(0),
+            open_inputs: AtomicU32::new(0),
+            started: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             orphaned: AtomicBool::new(false),
-            scheduled: AtomicBool::new(false),
             location: OnceLock::new(),
         })
     }
@@ -101,8 +169,9 @@ impl Stream {
         let _ = self.location.set((source.clone(), span));
     }
 
+    /// The stream has finished (its finishing step has run).
     pub fn is_closed(&self) -> bool {
-        self.state.lock().closed
+        self.finished.load(Ordering::Acquire)
     }
 
     fn locate(&self, e: RuntimeError) -> RuntimeError {
@@ -111,54 +180,376 @@ impl Stream {
             None => e,
         }
     }
+
+    fn sender(&self) -> Option<mpsc::Sender<Msg>> {
+        if let Some(tx) = self.tx.lock().as_ref() {
+            return Some(tx.clone());
+        }
+        self.weak_tx.upgrade()
+    }
 }
 
-/// The streams waiting to be started.
+/// The graph: streams waiting to start, and the count of running tasks.
 #[derive(Default)]
 pub struct Graph {
     pending: Mutex<Vec<Arc<Stream>>>,
+    running: AtomicBool,
+    handle: OnceLock<tokio::runtime::Handle>,
+    live: AtomicUsize,
+    live_producers: AtomicUsize,
+    idle: Notify,
+    channels: Mutex<Vec<Arc<Stream>>>,
 }
 
 /// Connects `src` to `dst` (both already converted to streams, 5.1).
-pub fn connect(g: &Globals, src: &Arc<Stream>, dst: &Arc<Stream>) {
-    src.state.lock().dests.push(dst.clone());
+pub fn connect(g: &Arc<Globals>, src: &Arc<Stream>, dst: &Arc<Stream>) {
+    let Some(tx) = dst.sender() else {
+        // The destination has already finished: nothing will be delivered.
+        return;
+    };
+    let input = dst.inputs.fetch_add(1, Ordering::AcqRel);
+    dst.open_inputs.fetch_add(1, Ordering::AcqRel);
     {
-        let mut d = dst.state.lock();
-        d.sources += 1;
-        d.open_sources += 1;
+        let mut dests = src.dests.lock();
+        dests.push(Dest { tx, input });
+        src.dests_version.fetch_add(1, Ordering::Release);
     }
-    if src.role == Role::Producer && !src.scheduled.swap(true, Ordering::AcqRel) {
-        g.graph.pending.lock().push(src.clone());
+    let graph = &g.graph;
+    if graph.running.load(Ordering::Acquire) {
+        start(g, dst);
+        start(g, src);
+    } else {
+        let mut pending = graph.pending.lock();
+        pending.push(src.clone());
+        pending.push(dst.clone());
     }
 }
 
-/// The context a stage callback runs in: emitting goes to the stream's destinations.
-pub struct StageContext<'g> {
-    pub(crate) g: &'g Arc<Globals>,
+/// Starts a stream's task (once).
+fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
+    if s.started.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Some(handle) = g.graph.handle.get().cloned() else {
+        return;
+    };
+    let Some(stage) = s.stage.lock().take() else {
+        return;
+    };
+    let rx = s.rx.lock().take();
+    // Drop the strong self-sender: from now on the inputs' `Closed` messages end it.
+    // A channel keeps it, so that it can be woken to re-check whether it may close.
+    let keeps_open = stage.keeps_open();
+    if !keeps_open {
+        s.tx.lock().take();
+    } else {
+        g.graph.channels.lock().push(s.clone());
+    }
+    g.graph.live.fetch_add(1, Ordering::AcqRel);
+    if s.role == Role::Producer {
+        g.graph.live_producers.fetch_add(1, Ordering::AcqRel);
+    }
+    let task = Task::new(g, s, stage);
+    if s.role == Role::Producer {
+        if task.stage.is_blocking() {
+            let h = handle.clone();
+            handle.spawn_blocking(move || h.block_on(task.run_producer()));
+        } else {
+            handle.spawn(task.run_producer());
+        }
+    } else {
+        let rx = rx.expect("a stream's receiver is taken only once");
+        handle.spawn(task.run_consumer(rx, keeps_open));
+    }
+}
+
+/// One running stream.
+struct Task {
+    g: Arc<Globals>,
+    stream: Arc<Stream>,
+    stage: Box<dyn Stage>,
     out: Out,
 }
 
+/// Pending output of a task and its destinations.
 struct Out {
     stream: Arc<Stream>,
-    g: Arc<Globals>,
+    buf: Vec<Value>,
+    dests: Vec<Dest>,
+    version: u64,
+    /// Set by `StageContext::close`.
+    closing: bool,
+    /// Per-destination drop policy of channels (D53).
+    lossy: bool,
+    warned: Vec<bool>,
 }
 
 impl Emitter for Out {
     fn emit(&mut self, v: Value) -> Result<(), RuntimeError> {
-        if v.is_nil() {
-            return Ok(());
+        if !v.is_nil() {
+            self.buf.push(v);
         }
-        push(&self.g, &self.stream, v);
         Ok(())
     }
 }
 
-impl<'g> StageContext<'g> {
+impl Out {
+    fn refresh_dests(&mut self) {
+        let v = self.stream.dests_version.load(Ordering::Acquire);
+        if v != self.version {
+            self.dests = self.stream.dests.lock().clone();
+            self.warned.resize(self.dests.len(), false);
+            self.version = v;
+        }
+    }
+
+    /// Sends the pending batch to every destination, waiting for room (D2).
+    async fn flush(&mut self, g: &Globals) {
+        self.refresh_dests();
+        if self.buf.is_empty() {
+            return;
+        }
+        if self.dests.is_empty() {
+            self.buf.clear();
+            return;
+        }
+        let mut batch = Some(std::mem::take(&mut self.buf));
+        let n = self.dests.len();
+        let mut dead = Vec::new();
+        for i in 0..n {
+            let b = if i + 1 == n {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.clone().unwrap_or_default()
+            };
+            let d = &self.dests[i];
+            let msg = Msg::Batch(d.input, b);
+            let ok = if self.lossy {
+                match d.tx.try_send(msg) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        if !self.warned[i] {
+                            self.warned[i] = true;
+                            g.report_warning(
+                                "chan: a destination is not keeping up; values are dropped for it",
+                            );
+                        }
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            } else {
+                d.tx.send(msg).await.is_ok()
+            };
+            if !ok {
+                dead.push(i);
+            }
+        }
+        if !dead.is_empty() {
+            self.remove_dests(&dead);
+        }
+        self.buf = Vec::with_capacity(BATCH);
+    }
+
+    fn remove_dests(&mut self, dead: &[usize]) {
+        let mut shared = self.stream.dests.lock();
+        for &i in dead.iter().rev() {
+            let tx = self.dests.remove(i);
+            self.warned.remove(i);
+            shared.retain(|d| !(d.tx.same_channel(&tx.tx) && d.input == tx.input));
+        }
+        self.version = self.stream.dests_version.fetch_add(1, Ordering::AcqRel) + 1;
+        if shared.is_empty() {
+            self.stream.orphaned.store(true, Ordering::Release);
+        }
+    }
+
+    /// Tells every destination this input has ended.
+    async fn close(&mut self) {
+        self.refresh_dests();
+        for d in self.dests.drain(..) {
+            let _ = d.tx.send(Msg::Closed(d.input)).await;
+        }
+        self.stream.dests.lock().clear();
+    }
+}
+
+impl Task {
+    fn new(g: &Arc<Globals>, s: &Arc<Stream>, stage: Box<dyn Stage>) -> Task {
+        let lossy = stage.keeps_open();
+        Task {
+            g: g.clone(),
+            stream: s.clone(),
+            stage,
+            out: Out {
+                stream: s.clone(),
+                buf: Vec::with_capacity(BATCH),
+                dests: Vec::new(),
+                version: u64::MAX,
+                closing: false,
+                lossy,
+                warned: Vec::new(),
+            },
+        }
+    }
+
+    fn context(&mut self) -> (&mut Box<dyn Stage>, StageContext<'_>) {
+        let top = self.g.top_frame();
+        (
+            &mut self.stage,
+            StageContext {
+                g: &self.g,
+                top,
+                out: &mut self.out,
+            },
+        )
+    }
+
+    fn report(&self, e: RuntimeError) {
+        if !e.is_skip() {
+            self.g.report_error(&self.stream.locate(e));
+        }
+    }
+
+    async fn run_producer(mut self) {
+        loop {
+            if self.stream.orphaned.load(Ordering::Acquire) {
+                break;
+            }
+            let r = {
+                let (stage, mut cx) = self.context();
+                stage.produce(&mut cx)
+            };
+            self.out.flush(&self.g).await;
+            match r {
+                Ok(Produce::More) if !self.out.closing => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    self.report(e);
+                    break;
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    async fn run_consumer(mut self, mut rx: mpsc::Receiver<Msg>, keeps_open: bool) {
+        let mut open = self.stream.open_inputs.load(Ordering::Acquire);
+        if open == 0 && !keeps_open {
+            // Never fed (D33): nothing will ever arrive.
+            self.finish().await;
+            return;
+        }
+        'recv: while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Batch(input, vals) => {
+                    if self.out.closing || self.stream.orphaned.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    for v in vals {
+                        let r = {
+                            let (stage, mut cx) = self.context();
+                            stage.on_input(input as usize, v, &mut cx)
+                        };
+                        if let Err(e) = r {
+                            self.report(e);
+                        }
+                        if self.out.closing {
+                            break;
+                        }
+                    }
+                    if self.out.buf.len() >= BATCH || rx.is_empty() {
+                        self.out.flush(&self.g).await;
+                    }
+                    if self.out.closing
+                        || (self.stream.orphaned.load(Ordering::Acquire) && self.role_stops())
+                    {
+                        break 'recv;
+                    }
+                }
+                Msg::Closed(input) => {
+                    let r = {
+                        let (stage, mut cx) = self.context();
+                        stage.on_input_closed(input as usize, &mut cx)
+                    };
+                    if let Err(e) = r {
+                        self.report(e);
+                    }
+                    self.out.flush(&self.g).await;
+                    open = self.stream.open_inputs.fetch_sub(1, Ordering::AcqRel) - 1;
+                    if self.out.closing || (open == 0 && !keeps_open) {
+                        break 'recv;
+                    }
+                    if keeps_open && open == 0 && self.g.graph.live_producers.load(Ordering::Acquire) == 0
+                    {
+                        break 'recv;
+                    }
+                }
+                Msg::Wake => {
+                    let open = self.stream.open_inputs.load(Ordering::Acquire);
+                    if open == 0 && self.g.graph.live_producers.load(Ordering::Acquire) == 0 {
+                        break 'recv;
+                    }
+                }
+            }
+        }
+        // Stop accepting input: senders see a closed channel and drop this destination.
+        rx.close();
+        self.finish().await;
+    }
+
+    /// Filters stop when nobody listens; consumers never have destinations.
+    fn role_stops(&self) -> bool {
+        self.stream.role != Role::Consumer
+    }
+
+    async fn finish(mut self) {
+        let r = {
+            let (stage, mut cx) = self.context();
+            stage.on_close(&mut cx)
+        };
+        if let Err(e) = r {
+            self.report(e);
+        }
+        self.out.flush(&self.g).await;
+        self.out.close().await;
+        self.stream.finished.store(true, Ordering::Release);
+        let graph = &self.g.graph;
+        if self.stream.role == Role::Producer
+            && graph.live_producers.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            wake_channels(&self.g);
+        }
+        drop(self.stage);
+        if graph.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            graph.idle.notify_one();
+        }
+    }
+}
+
+/// Lets channels re-check whether the program is otherwise finished.
+fn wake_channels(g: &Globals) {
+    for c in g.graph.channels.lock().iter() {
+        if let Some(tx) = c.tx.lock().as_ref() {
+            let _ = tx.try_send(Msg::Wake);
+        }
+    }
+}
+
+/// The context a stage callback runs in: emitting goes to the stream's destinations.
+pub struct StageContext<'t> {
+    pub(crate) g: &'t Arc<Globals>,
+    top: Arc<Frame>,
+    out: &'t mut Out,
+}
+
+impl<'t> StageContext<'t> {
     pub fn globals(&self) -> &Arc<Globals> {
         self.g
     }
 
-    /// Sends a value to every destination (nil is not sent).
+    /// Sends a value to every destination (nil is not sent). Values are batched; the
+    /// task delivers them, waiting for room, when the callback returns.
     pub fn emit(&mut self, v: Value) -> Result<(), RuntimeError> {
         self.out.emit(v)
     }
@@ -166,7 +557,7 @@ impl<'g> StageContext<'g> {
     /// A context for calling script functions from this stage; their `emit`s go to
     /// this stage's destinations.
     pub fn call_context(&mut self) -> CallContext<'_> {
-        CallContext::new(self.g, Some(&mut self.out))
+        CallContext::with_top(self.g, self.top.clone(), Some(&mut *self.out))
     }
 
     /// Calls `f` with `args` in this stage.
@@ -174,17 +565,15 @@ impl<'g> StageContext<'g> {
         self.call_context().call_value(f, args)
     }
 
-    /// Every destination has closed: a producer should stop.
+    /// Every destination has closed: a producer should stop (5.7).
     pub fn destinations_gone(&self) -> bool {
-        self.out.stream.orphaned.load(Ordering::Relaxed)
+        self.out.stream.orphaned.load(Ordering::Acquire)
     }
 
-    /// Closes this stream after the current callback (e.g. `take` is satisfied).
+    /// Closes this stream after the current callback (e.g. `take` is satisfied): its
+    /// finishing step runs and its destinations see end of stream.
     pub fn close(&mut self) {
-        self.out.stream.orphaned.store(true, Ordering::Relaxed);
-        self.out.stream.state.lock().open_sources = usize::MAX / 2;
-        let s = self.out.stream.clone();
-        close_dests(&self.out.g, &s);
+        self.out.closing = true;
     }
 
     /// Connects two streams while the graph runs (5.11).
@@ -192,7 +581,7 @@ impl<'g> StageContext<'g> {
         connect(self.g, src, dst)
     }
 
-    /// Reports a stage error (5.6) located at the stream's creation if it has none.
+    /// Reports a stage error (5.6), located at the stream's creation if it has none.
     pub fn report(&self, e: RuntimeError) {
         if !e.is_skip() {
             self.g.report_error(&self.out.stream.locate(e));
@@ -200,162 +589,74 @@ impl<'g> StageContext<'g> {
     }
 }
 
-/// Delivers `v` to every live destination of `src`.
-fn push(g: &Arc<Globals>, src: &Arc<Stream>, v: Value) {
-    let dests: smallvec::SmallVec<[Arc<Stream>; 4]> = {
-        let st = src.state.lock();
-        st.dests.iter().cloned().collect()
-    };
-    let mut any_live = false;
-    let n = dests.len();
-    for d in dests.iter() {
-        if deliver(g, d, v.clone()) {
-            any_live = true;
-        }
-    }
-    if !any_live && n > 0 {
-        src.orphaned.store(true, Ordering::Relaxed);
-    }
+/// Worker threads: `STRM_WORKER_MAX`, or the available parallelism.
+fn worker_count() -> usize {
+    std::env::var("STRM_WORKER_MAX")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
-/// Runs a destination's `on_value`. Returns false when the destination is closed.
-fn deliver(g: &Arc<Globals>, dst: &Arc<Stream>, v: Value) -> bool {
-    let stage = {
-        let mut st = dst.state.lock();
-        if st.closed || dst.orphaned.load(Ordering::Relaxed) && dst.role != Role::Consumer {
-            return false;
-        }
-        match st.stage.take() {
-            Some(s) => s,
-            None => {
-                drop(st);
-                g.report_error(&dst.locate(RuntimeError::new(
-                    "a stream cannot feed itself (cycle in the pipeline)",
-                )));
-                return false;
-            }
-        }
-    };
-    let mut stage = stage;
-    let mut cx = StageContext {
-        g,
-        out: Out {
-            stream: dst.clone(),
-            g: g.clone(),
-        },
-    };
-    if let Err(e) = stage.on_value(v, &mut cx) {
-        cx.report(e);
-    }
-    dst.state.lock().stage = Some(stage);
-    !dst.is_closed() && (!dst.orphaned.load(Ordering::Relaxed) || dst.role == Role::Consumer)
-}
-
-/// One input of `dst` has ended; when it was the last, finish and close it.
-fn source_ended(g: &Arc<Globals>, dst: &Arc<Stream>) {
-    let finish = {
-        let mut st = dst.state.lock();
-        if st.closed {
-            return;
-        }
-        st.open_sources = st.open_sources.saturating_sub(1);
-        st.open_sources == 0
-    };
-    if finish {
-        finish_stream(g, dst);
-    }
-}
-
-/// Runs the finishing step of a stream, then closes its destinations' inputs.
-fn finish_stream(g: &Arc<Globals>, s: &Arc<Stream>) {
-    let stage = {
-        let mut st = s.state.lock();
-        if st.closed {
-            return;
-        }
-        st.stage.take()
-    };
-    if let Some(mut stage) = stage {
-        let mut cx = StageContext {
-            g,
-            out: Out {
-                stream: s.clone(),
-                g: g.clone(),
-            },
-        };
-        if let Err(e) = stage.on_close(&mut cx) {
-            cx.report(e);
-        }
-        s.state.lock().stage = Some(stage);
-    }
-    close_dests(g, s);
-}
-
-fn close_dests(g: &Arc<Globals>, s: &Arc<Stream>) {
-    let dests = {
-        let mut st = s.state.lock();
-        if st.closed {
-            return;
-        }
-        st.closed = true;
-        std::mem::take(&mut st.dests)
-    };
-    for d in dests {
-        source_ended(g, &d);
-    }
-}
+/// Native stack of runtime threads (stage callbacks may recurse deeply, D72).
+const WORKER_STACK_SIZE: usize = 512 << 20;
 
 /// Runs the graph until no stream can produce any more data (5.8).
 pub fn run_graph(g: &Arc<Globals>) {
-    let mut active: Vec<Arc<Stream>> = Vec::new();
-    loop {
-        active.append(&mut g.graph.pending.lock());
-        if active.is_empty() {
-            break;
-        }
-        let mut i = 0;
-        while i < active.len() {
-            let s = active[i].clone();
-            let done = run_producer(g, &s);
-            if done {
-                active.swap_remove(i);
-            } else {
-                i += 1;
-            }
-            active.append(&mut g.graph.pending.lock());
-        }
+    if g.graph.pending.lock().is_empty() {
+        return;
     }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_count())
+        .thread_stack_size(WORKER_STACK_SIZE)
+        .thread_name("streem-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            g.report_error(&RuntimeError::new(format!("cannot start the runtime: {e}")));
+            return;
+        }
+    };
+    let _ = g.graph.handle.set(rt.handle().clone());
+    g.graph.running.store(true, Ordering::Release);
+    let pending = std::mem::take(&mut *g.graph.pending.lock());
+    // Count every task before any starts, so that the first to finish cannot see
+    // the graph as idle while others are still being started.
+    g.graph.live.fetch_add(1, Ordering::AcqRel);
+    for s in &pending {
+        start(g, s);
+    }
+    let g2 = g.clone();
+    rt.block_on(async move {
+        let flusher = tokio::spawn(flush_periodically(g2.clone()));
+        if g2.graph.live.fetch_sub(1, Ordering::AcqRel) != 1 {
+            loop {
+                let notified = g2.graph.idle.notified();
+                if g2.graph.live.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                wake_channels(&g2);
+                notified.await;
+            }
+        }
+        flusher.abort();
+    });
+    g.graph.running.store(false, Ordering::Release);
+    rt.shutdown_background();
 }
 
-/// Gives a producer one turn. Returns true when it has finished.
-fn run_producer(g: &Arc<Globals>, s: &Arc<Stream>) -> bool {
-    if s.orphaned.load(Ordering::Relaxed) || s.is_closed() {
-        finish_stream(g, s);
-        return true;
+/// D39: output produced while the graph waits is written within a few milliseconds.
+async fn flush_periodically(g: Arc<Globals>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
+    loop {
+        tick.tick().await;
+        g.out.flush_if_idle();
+        g.err.flush_if_idle();
     }
-    let stage = s.state.lock().stage.take();
-    let Some(mut stage) = stage else {
-        return true;
-    };
-    let mut cx = StageContext {
-        g,
-        out: Out {
-            stream: s.clone(),
-            g: g.clone(),
-        },
-    };
-    let r = stage.produce(&mut cx);
-    s.state.lock().stage = Some(stage);
-    let done = match r {
-        Ok(Produce::More) => s.orphaned.load(Ordering::Relaxed),
-        Ok(Produce::Done) => true,
-        Err(e) => {
-            cx.report(e);
-            true
-        }
-    };
-    if done {
-        finish_stream(g, s);
-    }
-    done
 }
