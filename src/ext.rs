@@ -23,11 +23,18 @@ pub trait Emitter {
     fn emit(&mut self, v: Value) -> Result<(), RuntimeError>;
 }
 
+/// The top-level frame, borrowed from a running stage (no reference-count traffic per
+/// value) or owned.
+pub(crate) enum TopFrame<'a> {
+    Owned(Arc<Frame>),
+    Borrowed(&'a Arc<Frame>),
+}
+
 /// What a native function gets besides its arguments: the interpreter, and the stage
 /// it runs in (if any), so that callbacks and `emit` work from native code.
 pub struct CallContext<'a> {
     pub(crate) g: &'a Arc<Globals>,
-    pub(crate) top: Arc<Frame>,
+    pub(crate) top: TopFrame<'a>,
     pub(crate) emitter: Option<&'a mut dyn Emitter>,
     pub(crate) depth: u32,
 }
@@ -37,16 +44,21 @@ impl<'a> CallContext<'a> {
         g: &'a Arc<Globals>,
         emitter: Option<&'a mut dyn Emitter>,
     ) -> CallContext<'a> {
-        CallContext::with_top(g, g.top_frame(), emitter)
+        CallContext {
+            top: TopFrame::Owned(g.top_frame()),
+            g,
+            emitter,
+            depth: 0,
+        }
     }
 
     pub(crate) fn with_top(
         g: &'a Arc<Globals>,
-        top: Arc<Frame>,
+        top: &'a Arc<Frame>,
         emitter: Option<&'a mut dyn Emitter>,
     ) -> CallContext<'a> {
         CallContext {
-            top,
+            top: TopFrame::Borrowed(top),
             g,
             emitter,
             depth: 0,
@@ -59,7 +71,10 @@ impl<'a> CallContext<'a> {
 
     #[inline]
     pub(crate) fn top(&self) -> &Arc<Frame> {
-        &self.top
+        match &self.top {
+            TopFrame::Owned(f) => f,
+            TopFrame::Borrowed(f) => f,
+        }
     }
 
     /// Whether code runs inside a pipeline stage (so `emit`/`skip` are allowed).

@@ -1,9 +1,42 @@
 //! Iteration and stream transformation (6.3).
+//!
+//! Every stage here is registered as a stage constructor (D32). Callbacks follow 5.5:
+//! a `skip` raised inside `f` ignores the element (an accumulator keeps its value),
+//! and any other error is a stage error for that element only (5.6).
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHasher};
 
 use crate::builtins::pipe::MapStage;
-use crate::ext::{Args, Produce, Registry, Role, RuntimeError, Stage, StageContext, Stream, Value};
+use crate::eval::ops::{compare, equals};
+use crate::ext::{
+    Args, Array, Produce, Registry, Role, RuntimeError, Stage, StageContext, Stream, Value,
+};
 
-const SEQ_BATCH: usize = 1024;
+/// Values a producer emits per `produce` turn.
+const PRODUCE_BATCH: usize = 1024;
+
+/// Largest buffer reserved up front for a `slice`/`consec` window (the window grows
+/// beyond it on demand, so `slice(1e9)` does not reserve gigabytes).
+const MAX_RESERVE: usize = 4096;
+
+/// Turns the outcome of a callback on one element into the stage's result: `skip`
+/// means "ignore this element" (5.5).
+#[inline]
+fn ignore_skip(r: Result<(), RuntimeError>) -> Result<(), RuntimeError> {
+    match r {
+        Err(e) if e.is_skip() => Ok(()),
+        r => r,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Producers: seq, repeat, cycle
+// ---------------------------------------------------------------------------------
 
 /// `seq` (D44): integers when every argument is an integer, else floats computed as
 /// `start + i * step`.
@@ -12,6 +45,7 @@ enum Seq {
         next: i64,
         step: i64,
         end: Option<i64>,
+        done: bool,
     },
     Float {
         start: f64,
@@ -21,42 +55,56 @@ enum Seq {
     },
 }
 
+impl Seq {
+    /// The next value, or `None` when the sequence is exhausted.
+    #[inline]
+    fn next_value(&mut self) -> Option<Value> {
+        match self {
+            Seq::Int {
+                next,
+                step,
+                end,
+                done,
+            } => {
+                if *done {
+                    return None;
+                }
+                if let Some(end) = *end {
+                    if (*step > 0 && *next > end) || (*step < 0 && *next < end) {
+                        return None;
+                    }
+                }
+                let v = *next;
+                match next.checked_add(*step) {
+                    Some(n) => *next = n,
+                    // The following value is outside the integer range, hence beyond
+                    // any end (and `seq()` stops at the largest integer).
+                    None => *done = true,
+                }
+                Some(Value::Int(v))
+            }
+            Seq::Float {
+                start,
+                step,
+                i,
+                count,
+            } => {
+                if count.is_some_and(|c| *i >= c) {
+                    return None;
+                }
+                let v = *start + *i as f64 * *step;
+                *i += 1;
+                Some(Value::Float(v))
+            }
+        }
+    }
+}
+
 impl Stage for Seq {
     fn produce(&mut self, cx: &mut StageContext) -> Result<Produce, RuntimeError> {
-        for _ in 0..SEQ_BATCH {
-            let v = match self {
-                Seq::Int { next, step, end } => {
-                    if let Some(end) = end {
-                        if (*step > 0 && *next > *end) || (*step < 0 && *next < *end) {
-                            return Ok(Produce::Done);
-                        }
-                    }
-                    let v = *next;
-                    match next.checked_add(*step) {
-                        Some(n) => *next = n,
-                        None => {
-                            *end = Some(v);
-                            *step = if *step > 0 { 1 } else { -1 };
-                            *next = v;
-                            cx.emit(Value::Int(v))?;
-                            return Ok(Produce::Done);
-                        }
-                    }
-                    Value::Int(v)
-                }
-                Seq::Float {
-                    start,
-                    step,
-                    i,
-                    count,
-                } => {
-                    if count.is_some_and(|c| *i >= c) {
-                        return Ok(Produce::Done);
-                    }
-                    let v = *start + *i as f64 * *step;
-                    *i += 1;
-                    Value::Float(v)
-                }
+        for _ in 0..PRODUCE_BATCH {
+            let Some(v) = self.next_value() else {
+                return Ok(Produce::Done);
             };
             cx.emit(v)?;
             if cx.destinations_gone() {
@@ -67,6 +115,17 @@ impl Stage for Seq {
     }
 }
 
+/// The number of values of a float `seq` (D44): `floor((end - start) / step + 1e-9) + 1`.
+fn float_seq_count(start: f64, step: f64, end: f64) -> u64 {
+    let n = ((end - start) / step + 1e-9).floor() + 1.0;
+    if n.is_nan() || n < 1.0 {
+        0
+    } else {
+        // Saturates for an infinite end: practically endless.
+        n as u64
+    }
+}
+
 fn seq(vals: &[Value]) -> Result<Value, RuntimeError> {
     let a = Args::new("seq", vals);
     a.arity(0, 3)?;
@@ -74,40 +133,114 @@ fn seq(vals: &[Value]) -> Result<Value, RuntimeError> {
         a.number(i)?;
     }
     let all_int = vals.iter().all(|v| matches!(v, Value::Int(_)));
+    let one = Value::Int(1);
     let (start, step, end) = match vals.len() {
-        0 => (Value::Int(1), Value::Int(1), None),
-        1 => (Value::Int(1), Value::Int(1), Some(vals[0].clone())),
-        2 => (vals[0].clone(), Value::Int(1), Some(vals[1].clone())),
-        _ => (vals[0].clone(), vals[1].clone(), Some(vals[2].clone())),
+        0 => (&one, &one, None),
+        1 => (&one, &one, Some(&vals[0])),
+        2 => (&vals[0], &one, Some(&vals[1])),
+        _ => (&vals[0], &vals[1], Some(&vals[2])),
     };
     if step.as_f64() == Some(0.0) {
-        return Err(RuntimeError::new("seq: step must not be zero"));
+        return Err(a.error(1, "step must not be zero"));
     }
     let stage = if all_int {
         Seq::Int {
             next: start.as_int().unwrap_or(1),
             step: step.as_int().unwrap_or(1),
-            end: end.and_then(|e| e.as_int()),
+            end: end.and_then(Value::as_int),
+            done: false,
         }
     } else {
         let (s, st) = (start.as_f64().unwrap_or(1.0), step.as_f64().unwrap_or(1.0));
-        let count = end.and_then(|e| e.as_f64()).map(|e| {
-            let n = ((e - s) / st + 1e-9).floor() + 1.0;
-            if n.is_nan() || n < 0.0 {
-                0
-            } else {
-                n as u64
-            }
-        });
         Seq::Float {
             start: s,
             step: st,
             i: 0,
-            count,
+            count: end
+                .and_then(Value::as_f64)
+                .map(|e| float_seq_count(s, st, e)),
         }
     };
     Ok(Stream::value(Role::Producer, stage))
 }
+
+/// An optional repetition count of `repeat`/`cycle` (6.3): `n <= 0` is an error.
+fn repetitions(a: &Args, i: usize) -> Result<Option<u64>, RuntimeError> {
+    if a.len() <= i {
+        return Ok(None);
+    }
+    let n = a.int(i)?;
+    if n <= 0 {
+        return Err(a.error(i, "invalid count number"));
+    }
+    Ok(Some(n as u64))
+}
+
+/// `repeat(v [, n])`: `v`, `n` times or forever.
+struct Repeat {
+    v: Value,
+    left: Option<u64>,
+}
+
+impl Stage for Repeat {
+    fn produce(&mut self, cx: &mut StageContext) -> Result<Produce, RuntimeError> {
+        for _ in 0..PRODUCE_BATCH {
+            if let Some(left) = &mut self.left {
+                if *left == 0 {
+                    return Ok(Produce::Done);
+                }
+                *left -= 1;
+            }
+            cx.emit(self.v.clone())?;
+            if cx.destinations_gone() {
+                return Ok(Produce::Done);
+            }
+        }
+        Ok(if self.left == Some(0) {
+            Produce::Done
+        } else {
+            Produce::More
+        })
+    }
+}
+
+/// `cycle(a [, n])`: the elements of `a`, the whole array `n` times or forever (D45).
+struct Cycle {
+    array: Arc<Array>,
+    next: usize,
+    rounds_left: Option<u64>,
+}
+
+impl Stage for Cycle {
+    fn produce(&mut self, cx: &mut StageContext) -> Result<Produce, RuntimeError> {
+        let len = self.array.items.len();
+        if len == 0 {
+            return Ok(Produce::Done);
+        }
+        for _ in 0..PRODUCE_BATCH {
+            if self.next == len {
+                self.next = 0;
+                if let Some(r) = &mut self.rounds_left {
+                    *r -= 1;
+                }
+            }
+            if self.rounds_left == Some(0) {
+                return Ok(Produce::Done);
+            }
+            let v = self.array.items[self.next].clone();
+            self.next += 1;
+            cx.emit(v)?;
+            if cx.destinations_gone() {
+                return Ok(Produce::Done);
+            }
+        }
+        Ok(Produce::More)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Element-wise filters: filter, each, flatmap, uniq, take, drop, slice, consec
+// ---------------------------------------------------------------------------------
 
 struct Filter {
     f: Value,
@@ -137,6 +270,162 @@ impl Stage for Each {
     }
 }
 
+/// `flatmap(f)` (D46): an array result is spliced, `nil` dropped, anything else
+/// emitted as one value.
+struct FlatMap {
+    f: Value,
+}
+
+impl Stage for FlatMap {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        let r = cx.call_context().call_with_element(&self.f, v);
+        ignore_skip(r.and_then(|r| match r {
+            Value::Array(a) => match Arc::try_unwrap(a) {
+                Ok(a) => a.items.into_iter().try_for_each(|x| cx.emit(x)),
+                Err(a) => a.items.iter().try_for_each(|x| cx.emit(x.clone())),
+            },
+            other => cx.emit(other),
+        }))
+    }
+}
+
+/// `uniq([f])`: drops a value equal (`==`) to the previous one, or whose key is.
+struct Uniq {
+    f: Option<Value>,
+    prev: Option<Value>,
+}
+
+impl Stage for Uniq {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        let key = match &self.f {
+            None => {
+                if !self.prev.as_ref().is_some_and(|p| equals(p, &v)) {
+                    cx.emit(v.clone())?;
+                }
+                self.prev = Some(v);
+                return Ok(());
+            }
+            Some(f) => match cx.call_context().call_with_element(f, v.clone()) {
+                Ok(k) => k,
+                Err(e) => return ignore_skip(Err(e)),
+            },
+        };
+        let dup = self.prev.as_ref().is_some_and(|p| equals(p, &key));
+        self.prev = Some(key);
+        if dup {
+            Ok(())
+        } else {
+            cx.emit(v)
+        }
+    }
+}
+
+/// A `take`/`drop` count: `n < 0` is "negative iteration".
+fn iteration_count(a: &Args) -> Result<u64, RuntimeError> {
+    a.arity(1, 1)?;
+    let n = a.int(0)?;
+    if n < 0 {
+        return Err(a.error(0, "negative iteration"));
+    }
+    Ok(n as u64)
+}
+
+/// `take(n)` (D51): the first `n` values, then the stream closes, so its source stops
+/// when it has no other live destination (5.7).
+struct Take {
+    left: u64,
+}
+
+impl Stage for Take {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        if self.left == 0 {
+            // Only `take(0)`: the stage API has no start hook, so it closes on the
+            // first value it is offered, emitting nothing.
+            cx.close();
+            return Ok(());
+        }
+        self.left -= 1;
+        let r = cx.emit(v);
+        if self.left == 0 {
+            cx.close();
+        }
+        r
+    }
+}
+
+/// `drop(n)`: discards the first `n` values.
+struct DropFirst {
+    left: u64,
+}
+
+impl Stage for DropFirst {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        if self.left > 0 {
+            self.left -= 1;
+            return Ok(());
+        }
+        cx.emit(v)
+    }
+}
+
+/// A `slice`/`consec` window size (D50: "count must be positive").
+fn window_size(a: &Args) -> Result<usize, RuntimeError> {
+    a.arity(1, 1)?;
+    let n = a.int(0)?;
+    if n < 1 {
+        return Err(a.error(0, "count must be positive"));
+    }
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// `slice(n)`: consecutive groups of `n`; the last partial group at the end.
+struct Slice {
+    n: usize,
+    buf: Vec<Value>,
+}
+
+impl Stage for Slice {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        self.buf.push(v);
+        if self.buf.len() >= self.n {
+            let group =
+                std::mem::replace(&mut self.buf, Vec::with_capacity(self.n.min(MAX_RESERVE)));
+            cx.emit(Value::array(group))?;
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        cx.emit(Value::array(std::mem::take(&mut self.buf)))
+    }
+}
+
+/// `consec(n)`: a sliding window of the `n` most recent values.
+struct Consec {
+    n: usize,
+    window: VecDeque<Value>,
+}
+
+impl Stage for Consec {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        if self.window.len() == self.n {
+            self.window.pop_front();
+        }
+        self.window.push_back(v);
+        if self.window.len() == self.n {
+            cx.emit(Value::array(self.window.iter().cloned().collect()))?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Aggregators: count, min, max, reduce, reduce_by_key
+// ---------------------------------------------------------------------------------
+
 struct Count {
     n: i64,
 }
@@ -151,40 +440,426 @@ impl Stage for Count {
     }
 }
 
+/// `min([f])` / `max([f])` (D47): keys compared with the total order (4.10); on ties
+/// the earliest value wins; empty input emits nothing.
+struct Extreme {
+    f: Option<Value>,
+    /// `Less` for `min`, `Greater` for `max`.
+    want: Ordering,
+    best: Option<Value>,
+    /// The key of `best` when `f` is given.
+    best_key: Value,
+}
+
+impl Stage for Extreme {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        match &self.f {
+            None => {
+                if self
+                    .best
+                    .as_ref()
+                    .is_none_or(|b| compare(&v, b) == self.want)
+                {
+                    self.best = Some(v);
+                }
+            }
+            Some(f) => {
+                let key = match cx.call_context().call_with_element(f, v.clone()) {
+                    Ok(k) => k,
+                    Err(e) => return ignore_skip(Err(e)),
+                };
+                if self.best.is_none() || compare(&key, &self.best_key) == self.want {
+                    self.best = Some(v);
+                    self.best_key = key;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        match self.best.take() {
+            Some(v) => cx.emit(v),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `reduce(f)` / `reduce(init, f)` (D48): `acc = f(acc, v)`; emits the final `acc`.
+struct Reduce {
+    f: Value,
+    /// `None` until the first value when no initial value was given.
+    acc: Option<Value>,
+}
+
+impl Stage for Reduce {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        let Some(acc) = self.acc.take() else {
+            self.acc = Some(v);
+            return Ok(());
+        };
+        let args = [acc, v];
+        match cx.call(&self.f, &args) {
+            Ok(r) => {
+                self.acc = Some(r);
+                Ok(())
+            }
+            Err(e) => {
+                // Skipped or failed: the accumulator keeps its value (5.5, 5.6).
+                let [acc, _] = args;
+                self.acc = Some(acc);
+                ignore_skip(Err(e))
+            }
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        match self.acc.take() {
+            Some(acc) => cx.emit(acc),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Feeds the canonical form of a key to `h`, so that values equal by `==` (4.9) hash
+/// alike: numbers by numeric value (`1` and `1.0` collide, as do `0.0` and `-0.0`),
+/// strings by bytes, times by instant, arrays element-wise. Values equal only by
+/// identity or by a user definition hash to their type tag; equality decides.
+fn hash_key(v: &Value, h: &mut FxHasher) {
+    match v {
+        Value::Nil => h.write_u8(0),
+        Value::Bool(b) => h.write_u8(1 + *b as u8),
+        Value::Int(i) => {
+            h.write_u8(3);
+            h.write_i64(*i);
+        }
+        Value::Float(f) => {
+            h.write_u8(3);
+            // Exactly an i64: hash as that integer (`num_cmp` compares exactly).
+            if f.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(f)
+            {
+                h.write_i64(*f as i64);
+            } else {
+                h.write_u64(f.to_bits());
+            }
+        }
+        Value::Str(s) => {
+            h.write_u8(4);
+            h.write_usize(s.as_bytes().len());
+            h.write(s.as_bytes());
+        }
+        Value::Time(t) => {
+            h.write_u8(5);
+            h.write_i128(t.total_nanos());
+        }
+        Value::Array(a) => {
+            h.write_u8(6);
+            h.write_usize(a.items.len());
+            for x in &a.items {
+                hash_key(x, h);
+            }
+        }
+        _ => h.write_u8(7),
+    }
+}
+
+fn key_hash(v: &Value) -> u64 {
+    let mut h = FxHasher::default();
+    hash_key(v, &mut h);
+    h.finish()
+}
+
+/// No further entry with the same hash.
+const NO_NEXT: usize = usize::MAX;
+
+struct KeyEntry {
+    key: Value,
+    acc: Value,
+    /// The next entry whose key has the same hash (a collision chain).
+    next: usize,
+}
+
+/// `reduce_by_key(f)` (D49): keys compared with `==`, results in order of each key's
+/// first appearance. A hash of the key's canonical form (`hash_key`) finds the chain
+/// of candidate entries in O(1); `==` decides among them.
+struct ReduceByKey {
+    f: Value,
+    index: FxHashMap<u64, usize>,
+    entries: Vec<KeyEntry>,
+}
+
+impl ReduceByKey {
+    /// The entry for `key`, or the last entry of its hash chain (`Err`), or no chain.
+    fn find(&self, hash: u64, key: &Value) -> Result<usize, Option<usize>> {
+        let Some(&first) = self.index.get(&hash) else {
+            return Err(None);
+        };
+        let mut i = first;
+        loop {
+            let e = &self.entries[i];
+            if equals(&e.key, key) {
+                return Ok(i);
+            }
+            if e.next == NO_NEXT {
+                return Err(Some(i));
+            }
+            i = e.next;
+        }
+    }
+
+    fn insert(&mut self, hash: u64, chain_end: Option<usize>, key: Value, acc: Value) {
+        let idx = self.entries.len();
+        match chain_end {
+            Some(end) => self.entries[end].next = idx,
+            None => {
+                self.index.insert(hash, idx);
+            }
+        }
+        self.entries.push(KeyEntry {
+            key,
+            acc,
+            next: NO_NEXT,
+        });
+    }
+}
+
+impl Stage for ReduceByKey {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        let pair = match v {
+            Value::Array(a) if a.items.len() == 2 => a,
+            _ => {
+                return Err(RuntimeError::new(
+                    "reduce_by_key element must be a key-value pair",
+                ))
+            }
+        };
+        let (key, value) = match Arc::try_unwrap(pair) {
+            Ok(a) => {
+                let mut it = a.items.into_iter();
+                match (it.next(), it.next()) {
+                    (Some(k), Some(v)) => (k, v),
+                    _ => unreachable!("a pair has two elements"),
+                }
+            }
+            Err(a) => (a.items[0].clone(), a.items[1].clone()),
+        };
+        let hash = key_hash(&key);
+        let i = match self.find(hash, &key) {
+            Ok(i) => i,
+            Err(chain_end) => {
+                self.insert(hash, chain_end, key, value);
+                return Ok(());
+            }
+        };
+        let e = &mut self.entries[i];
+        let args = [e.key.clone(), std::mem::take(&mut e.acc), value];
+        match cx.call(&self.f, &args) {
+            Ok(r) => {
+                self.entries[i].acc = r;
+                Ok(())
+            }
+            Err(err) => {
+                // Skipped or failed: the accumulator keeps its value (5.5, 5.6).
+                let [_, acc, _] = args;
+                self.entries[i].acc = acc;
+                ignore_skip(Err(err))
+            }
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        self.index = FxHashMap::with_hasher(FxBuildHasher);
+        for e in std::mem::take(&mut self.entries) {
+            cx.emit(Value::array(vec![e.key, e.acc]))?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Registration
+// ---------------------------------------------------------------------------------
+
+/// `name(f)`: exactly one function argument.
+fn one_func(name: &str, vals: &[Value]) -> Result<Value, RuntimeError> {
+    let a = Args::new(name, vals);
+    a.arity(1, 1)?;
+    Ok(a.func(0)?.clone())
+}
+
+/// `name([f])`: an optional function argument.
+fn opt_func(name: &str, vals: &[Value]) -> Result<Option<Value>, RuntimeError> {
+    let a = Args::new(name, vals);
+    a.arity(0, 1)?;
+    Ok(if a.is_empty() {
+        None
+    } else {
+        Some(a.func(0)?.clone())
+    })
+}
+
+fn extreme(name: &str, want: Ordering, vals: &[Value]) -> Result<Value, RuntimeError> {
+    Ok(Stream::value(
+        Role::Filter,
+        Extreme {
+            f: opt_func(name, vals)?,
+            want,
+            best: None,
+            best_key: Value::Nil,
+        },
+    ))
+}
+
 pub fn register(r: &Registry) {
     r.define_stage_fn("seq", |_cx, vals| seq(vals));
-    r.define_stage_fn("map", |_cx, vals| {
-        let a = Args::new("map", vals);
-        a.arity(1, 1)?;
+    r.define_stage_fn("repeat", |_cx, vals| {
+        let a = Args::new("repeat", vals);
+        a.arity(1, 2)?;
+        let left = repetitions(&a, 1)?;
         Ok(Stream::value(
-            Role::Filter,
-            MapStage {
-                f: a.func(0)?.clone(),
+            Role::Producer,
+            Repeat {
+                v: vals[0].clone(),
+                left,
             },
         ))
+    });
+    r.define_stage_fn("cycle", |_cx, vals| {
+        let a = Args::new("cycle", vals);
+        a.arity(1, 2)?;
+        let array = a.array(0)?.clone();
+        let rounds_left = repetitions(&a, 1)?;
+        Ok(Stream::value(
+            Role::Producer,
+            Cycle {
+                array,
+                next: 0,
+                rounds_left,
+            },
+        ))
+    });
+    r.define_stage_fn("map", |_cx, vals| {
+        let f = one_func("map", vals)?;
+        Ok(Stream::value(Role::Filter, MapStage { f }))
     });
     r.define_stage_fn("filter", |_cx, vals| {
-        let a = Args::new("filter", vals);
-        a.arity(1, 1)?;
-        Ok(Stream::value(
-            Role::Filter,
-            Filter {
-                f: a.func(0)?.clone(),
-            },
-        ))
+        let f = one_func("filter", vals)?;
+        Ok(Stream::value(Role::Filter, Filter { f }))
     });
     r.define_stage_fn("each", |_cx, vals| {
-        let a = Args::new("each", vals);
-        a.arity(1, 1)?;
-        Ok(Stream::value(
-            Role::Filter,
-            Each {
-                f: a.func(0)?.clone(),
-            },
-        ))
+        let f = one_func("each", vals)?;
+        Ok(Stream::value(Role::Filter, Each { f }))
+    });
+    r.define_stage_fn("flatmap", |_cx, vals| {
+        let f = one_func("flatmap", vals)?;
+        Ok(Stream::value(Role::Filter, FlatMap { f }))
     });
     r.define_stage_fn("count", |_cx, vals| {
         Args::new("count", vals).arity(0, 0)?;
         Ok(Stream::value(Role::Filter, Count { n: 0 }))
     });
+    r.define_stage_fn("min", |_cx, vals| extreme("min", Ordering::Less, vals));
+    r.define_stage_fn("max", |_cx, vals| extreme("max", Ordering::Greater, vals));
+    r.define_stage_fn("reduce", |_cx, vals| {
+        let a = Args::new("reduce", vals);
+        a.arity(1, 2)?;
+        let (acc, f) = if a.len() == 1 {
+            (None, a.func(0)?)
+        } else {
+            (Some(vals[0].clone()), a.func(1)?)
+        };
+        Ok(Stream::value(Role::Filter, Reduce { f: f.clone(), acc }))
+    });
+    r.define_stage_fn("reduce_by_key", |_cx, vals| {
+        let f = one_func("reduce_by_key", vals)?;
+        Ok(Stream::value(
+            Role::Filter,
+            ReduceByKey {
+                f,
+                index: FxHashMap::with_hasher(FxBuildHasher),
+                entries: Vec::new(),
+            },
+        ))
+    });
+    r.define_stage_fn("slice", |_cx, vals| {
+        let n = window_size(&Args::new("slice", vals))?;
+        Ok(Stream::value(
+            Role::Filter,
+            Slice {
+                n,
+                buf: Vec::with_capacity(n.min(MAX_RESERVE)),
+            },
+        ))
+    });
+    r.define_stage_fn("consec", |_cx, vals| {
+        let n = window_size(&Args::new("consec", vals))?;
+        Ok(Stream::value(
+            Role::Filter,
+            Consec {
+                n,
+                window: VecDeque::with_capacity(n.min(MAX_RESERVE)),
+            },
+        ))
+    });
+    r.define_stage_fn("take", |_cx, vals| {
+        let left = iteration_count(&Args::new("take", vals))?;
+        Ok(Stream::value(Role::Filter, Take { left }))
+    });
+    r.define_stage_fn("drop", |_cx, vals| {
+        let left = iteration_count(&Args::new("drop", vals))?;
+        Ok(Stream::value(Role::Filter, DropFirst { left }))
+    });
+    r.define_stage_fn("uniq", |_cx, vals| {
+        let f = opt_func("uniq", vals)?;
+        Ok(Stream::value(Role::Filter, Uniq { f, prev: None }))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_counts_keep_the_end() {
+        assert_eq!(float_seq_count(0.0, 0.1, 0.3), 4);
+        assert_eq!(float_seq_count(0.5, 0.5, 2.0), 4);
+        assert_eq!(float_seq_count(5.0, 1.0, 1.0), 0);
+        assert_eq!(float_seq_count(10.0, -0.5, 9.0), 3);
+        assert_eq!(float_seq_count(0.0, 1.0, f64::NAN), 0);
+        assert_eq!(float_seq_count(0.0, 1.0, f64::INFINITY), u64::MAX);
+    }
+
+    #[test]
+    fn equal_keys_hash_alike() {
+        let same = [
+            (Value::Int(1), Value::Float(1.0)),
+            (Value::Float(0.0), Value::Float(-0.0)),
+            (Value::Int(-7), Value::Float(-7.0)),
+            (Value::str("word"), Value::str("word")),
+            (
+                Value::array(vec![Value::Int(2), Value::str("a")]),
+                Value::array(vec![Value::Float(2.0), Value::str("a")]),
+            ),
+            (Value::Int(1 << 62), Value::Float((1u64 << 62) as f64)),
+        ];
+        for (a, b) in &same {
+            assert!(equals(a, b));
+            assert_eq!(key_hash(a), key_hash(b));
+        }
+        assert_ne!(key_hash(&Value::Int(1)), key_hash(&Value::Float(1.5)));
+        assert_ne!(key_hash(&Value::str("a")), key_hash(&Value::str("b")));
+    }
+
+    #[test]
+    fn int_seq_stops_at_the_integer_limit() {
+        let mut s = Seq::Int {
+            next: i64::MAX - 1,
+            step: 1,
+            end: None,
+            done: false,
+        };
+        assert!(matches!(s.next_value(), Some(Value::Int(n)) if n == i64::MAX - 1));
+        assert!(matches!(s.next_value(), Some(Value::Int(i64::MAX))));
+        assert!(s.next_value().is_none());
+    }
 }

@@ -266,6 +266,8 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
 /// One running stream.
 struct Task {
     g: Arc<Globals>,
+    /// The top-level frame, fetched once: stage callbacks read globals through it.
+    top: Arc<Frame>,
     stream: Arc<Stream>,
     stage: Box<dyn Stage>,
     out: Out,
@@ -379,6 +381,7 @@ impl Task {
         let lossy = stage.keeps_open();
         Task {
             g: g.clone(),
+            top: g.top_frame(),
             stream: s.clone(),
             stage,
             out: Out {
@@ -394,12 +397,11 @@ impl Task {
     }
 
     fn context(&mut self) -> (&mut Box<dyn Stage>, StageContext<'_>) {
-        let top = self.g.top_frame();
         (
             &mut self.stage,
             StageContext {
                 g: &self.g,
-                top,
+                top: &self.top,
                 out: &mut self.out,
             },
         )
@@ -539,7 +541,7 @@ fn wake_channels(g: &Globals) {
 /// The context a stage callback runs in: emitting goes to the stream's destinations.
 pub struct StageContext<'t> {
     pub(crate) g: &'t Arc<Globals>,
-    top: Arc<Frame>,
+    top: &'t Arc<Frame>,
     out: &'t mut Out,
 }
 
@@ -557,7 +559,7 @@ impl<'t> StageContext<'t> {
     /// A context for calling script functions from this stage; their `emit`s go to
     /// this stage's destinations.
     pub fn call_context(&mut self) -> CallContext<'_> {
-        CallContext::with_top(self.g, self.top.clone(), Some(&mut *self.out))
+        CallContext::with_top(self.g, self.top, Some(&mut *self.out))
     }
 
     /// Calls `f` with `args` in this stage.

@@ -1,0 +1,755 @@
+//! Strings (spec 4.4, 6.7, D25, D57, D69) and `array.join`.
+//!
+//! Strings are byte sequences. Positions and lengths count characters: UTF-8 code
+//! points, where each byte of an invalid sequence is one character (D25). Regular
+//! expressions use `regex::bytes`, so they work on any bytes; compiled patterns are
+//! cached per thread.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use memchr::memmem;
+use regex::bytes::{Captures, Regex};
+use rustc_hash::FxHashMap;
+
+use crate::builtins::number::{is_space, to_number};
+use crate::ext::{Args, CallContext, NamespaceRegistry, Registry, RuntimeError, Value};
+
+type Method = fn(&mut CallContext<'_>, &Args<'_>) -> Result<Value, RuntimeError>;
+
+/// Registers a method; `min`/`max` count the receiver.
+fn def(ns: &NamespaceRegistry, name: &'static str, min: usize, max: usize, f: Method) {
+    ns.define_method(name, move |cx, vals| {
+        let a = Args::method(name, vals);
+        a.arity(min, max)?;
+        f(cx, &a)
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// Characters (D25)
+
+/// Calls `f(start, end)` with the byte range of every character, in order, until `f`
+/// returns `false`.
+fn each_char(b: &[u8], mut f: impl FnMut(usize, usize) -> bool) {
+    if b.is_ascii() {
+        for i in 0..b.len() {
+            if !f(i, i + 1) {
+                return;
+            }
+        }
+        return;
+    }
+    let base = b.as_ptr() as usize;
+    for chunk in b.utf8_chunks() {
+        let valid = chunk.valid();
+        let off = valid.as_ptr() as usize - base;
+        for (i, c) in valid.char_indices() {
+            if !f(off + i, off + i + c.len_utf8()) {
+                return;
+            }
+        }
+        let inv = off + valid.len();
+        for j in 0..chunk.invalid().len() {
+            if !f(inv + j, inv + j + 1) {
+                return;
+            }
+        }
+    }
+}
+
+/// The number of characters (D25).
+pub fn char_count(b: &[u8]) -> usize {
+    if b.is_ascii() {
+        return b.len();
+    }
+    b.utf8_chunks()
+        .map(|c| c.valid().chars().count() + c.invalid().len())
+        .sum()
+}
+
+/// The byte offset where character `n` starts (`b.len()` if there are not that many).
+fn char_to_byte(b: &[u8], n: usize) -> usize {
+    if b.is_ascii() {
+        return n.min(b.len());
+    }
+    let mut k = 0;
+    let mut at = b.len();
+    each_char(b, |s, _| {
+        if k == n {
+            at = s;
+            return false;
+        }
+        k += 1;
+        true
+    });
+    at
+}
+
+/// The character index of byte offset `off`, or `None` if it falls inside a character.
+fn byte_to_char(b: &[u8], off: usize) -> Option<usize> {
+    if off >= b.len() {
+        return (off == b.len()).then(|| char_count(b));
+    }
+    let mut k = 0;
+    let mut found = None;
+    each_char(b, |s, _| {
+        if s >= off {
+            found = (s == off).then_some(k);
+            return false;
+        }
+        k += 1;
+        true
+    });
+    found
+}
+
+/// Resolves a possibly negative position against `n` characters (negative counts from
+/// the end).
+fn position(p: i64, n: usize) -> i64 {
+    if p < 0 {
+        p.saturating_add(n as i64)
+    } else {
+        p
+    }
+}
+
+fn chars_value(b: &[u8]) -> Value {
+    let mut out = Vec::with_capacity(b.len());
+    each_char(b, |s, e| {
+        out.push(Value::bytes(&b[s..e]));
+        true
+    });
+    Value::array(out)
+}
+
+// ---------------------------------------------------------------------------------
+// The original methods: length, bytesize, chars, split, number
+
+fn length(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    Ok(Value::Int(char_count(a.bytes(0)?) as i64))
+}
+
+fn bytesize(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    Ok(Value::Int(a.bytes(0)?.len() as i64))
+}
+
+fn chars(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    Ok(chars_value(a.bytes(0)?))
+}
+
+/// Splits at runs of ASCII whitespace; no empty fields (D57).
+fn split_whitespace(s: &[u8]) -> Value {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        while i < s.len() && is_space(s[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < s.len() && !is_space(s[i]) {
+            i += 1;
+        }
+        if i > start {
+            out.push(Value::bytes(&s[start..i]));
+        }
+    }
+    Value::array(out)
+}
+
+fn split(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let sep = if a.len() > 1 { Some(a.bytes(1)?) } else { None };
+    Ok(match sep {
+        None | Some(b" ") => split_whitespace(s),
+        Some(b"") => chars_value(s),
+        Some(sep) => {
+            let mut out = Vec::new();
+            let mut last = 0;
+            for i in memmem::find_iter(s, sep) {
+                out.push(Value::bytes(&s[last..i]));
+                last = i + sep.len();
+            }
+            out.push(Value::bytes(&s[last..]));
+            Value::array(out)
+        }
+    })
+}
+
+fn number(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    to_number("number", a.vals)
+}
+
+// ---------------------------------------------------------------------------------
+// D69: searching, slicing, case, whitespace, replacing, lines
+
+fn contains(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let (s, sub) = (a.bytes(0)?, a.bytes(1)?);
+    Ok(Value::Bool(memmem::find(s, sub).is_some()))
+}
+
+fn starts_with(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let (s, p) = (a.bytes(0)?, a.bytes(1)?);
+    Ok(Value::Bool(s.starts_with(p)))
+}
+
+fn ends_with(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let (s, p) = (a.bytes(0)?, a.bytes(1)?);
+    Ok(Value::Bool(s.ends_with(p)))
+}
+
+/// `s.index(sub [, from])`: the character position of the first occurrence that starts
+/// at a character boundary at or after `from`, or `nil`. A negative `from` counts from
+/// the end; one before the start is taken as 0.
+fn index(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let sub = a.bytes(1)?;
+    let from = if a.len() > 2 { a.int(2)? } else { 0 };
+    let ascii = s.is_ascii();
+    let n = if ascii { s.len() } else { char_count(s) };
+    let from = position(from, n).max(0);
+    if from as u64 > n as u64 {
+        return Ok(Value::Nil);
+    }
+    let mut at = char_to_byte(s, from as usize);
+    let finder = memmem::Finder::new(sub);
+    while let Some(i) = finder.find(&s[at..]) {
+        let off = at + i;
+        if ascii {
+            return Ok(Value::Int(off as i64));
+        }
+        if let Some(k) = byte_to_char(s, off) {
+            return Ok(Value::Int(k as i64));
+        }
+        at = off + 1;
+    }
+    Ok(Value::Nil)
+}
+
+/// `s.substr(start [, len])`: the characters in `[start, start + len)` clipped to the
+/// string; a negative `start` counts from the end, a negative `len` selects nothing.
+fn substr(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let start = a.int(1)?;
+    let len = if a.len() > 2 { Some(a.int(2)?) } else { None };
+    let n = char_count(s);
+    let from = position(start, n);
+    let to = match len {
+        Some(l) => from.saturating_add(l.max(0)),
+        None => n as i64,
+    };
+    let (from, to) = (
+        from.clamp(0, n as i64) as usize,
+        to.clamp(0, n as i64) as usize,
+    );
+    if from == 0 && to == n {
+        return Ok(a.vals[0].clone());
+    }
+    if from >= to {
+        return Ok(Value::str(""));
+    }
+    let bs = char_to_byte(s, from);
+    let be = bs + char_to_byte(&s[bs..], to - from);
+    Ok(Value::bytes(&s[bs..be]))
+}
+
+/// Unicode case conversion of the valid UTF-8 parts; invalid bytes are kept.
+fn convert_case(a: &Args, upper: bool) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    if s.is_ascii() {
+        let changes = if upper {
+            s.iter().any(u8::is_ascii_lowercase)
+        } else {
+            s.iter().any(u8::is_ascii_uppercase)
+        };
+        if !changes {
+            return Ok(a.vals[0].clone());
+        }
+        let out = if upper {
+            s.to_ascii_uppercase()
+        } else {
+            s.to_ascii_lowercase()
+        };
+        return Ok(Value::bytes(&out));
+    }
+    let mut out = Vec::with_capacity(s.len());
+    for chunk in s.utf8_chunks() {
+        let v = chunk.valid();
+        let c = if upper {
+            v.to_uppercase()
+        } else {
+            v.to_lowercase()
+        };
+        out.extend_from_slice(c.as_bytes());
+        out.extend_from_slice(chunk.invalid());
+    }
+    Ok(Value::bytes(&out))
+}
+
+fn upcase(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    convert_case(a, true)
+}
+
+fn downcase(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    convert_case(a, false)
+}
+
+fn strip_with(a: &Args, left: bool, right: bool) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let mut start = 0;
+    let mut end = s.len();
+    if left {
+        while start < end && is_space(s[start]) {
+            start += 1;
+        }
+    }
+    if right {
+        while end > start && is_space(s[end - 1]) {
+            end -= 1;
+        }
+    }
+    if start == 0 && end == s.len() {
+        return Ok(a.vals[0].clone());
+    }
+    Ok(Value::bytes(&s[start..end]))
+}
+
+fn strip(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    strip_with(a, true, true)
+}
+
+fn lstrip(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    strip_with(a, true, false)
+}
+
+fn rstrip(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    strip_with(a, false, true)
+}
+
+fn replace(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let old = a.bytes(1)?;
+    let new = a.bytes(2)?;
+    if old.is_empty() {
+        return Err(a.error(1, "non-empty string required"));
+    }
+    let mut it = memmem::find_iter(s, old).peekable();
+    if it.peek().is_none() {
+        return Ok(a.vals[0].clone());
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut last = 0;
+    for i in it {
+        out.extend_from_slice(&s[last..i]);
+        out.extend_from_slice(new);
+        last = i + old.len();
+    }
+    out.extend_from_slice(&s[last..]);
+    Ok(Value::bytes(&out))
+}
+
+/// Lines as input is split (5.9, D38): at `\n`, a `\r` before it dropped, an
+/// unterminated last line kept.
+fn lines(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let mut out = Vec::new();
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', s) {
+        let mut e = nl;
+        if e > start && s[e - 1] == b'\r' {
+            e -= 1;
+        }
+        out.push(Value::bytes(&s[start..e]));
+        start = nl + 1;
+    }
+    if start < s.len() {
+        out.push(Value::bytes(&s[start..]));
+    }
+    Ok(Value::array(out))
+}
+
+// ---------------------------------------------------------------------------------
+// Regular expressions (D69)
+
+/// Compiled patterns per thread, keyed by the pattern's bytes. `Rc` so that a
+/// replacement callback may compile other patterns while one is in use.
+const REGEX_CACHE_MAX: usize = 64;
+
+thread_local! {
+    static REGEX_CACHE: RefCell<FxHashMap<Box<[u8]>, Rc<Regex>>> = RefCell::new(FxHashMap::default());
+}
+
+/// The pattern text for the `regex` crate: invalid UTF-8 bytes become byte escapes.
+fn pattern_source(pat: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(pat) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => {
+            let mut out = String::with_capacity(pat.len() + 16);
+            for chunk in pat.utf8_chunks() {
+                out.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    out.push_str(&format!("(?-u:\\x{b:02X})"));
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// "gsub: invalid regular expression at 3: unclosed group": the position is the
+/// 0-based character offset in the pattern where the problem starts.
+fn regex_error(name: &str, src: &str, err: regex::Error) -> RuntimeError {
+    use regex_syntax::ast::parse::Parser;
+    use regex_syntax::hir::translate::TranslatorBuilder;
+    let detail = match Parser::new().parse(src) {
+        Err(e) => Some((e.span().start.offset, e.kind().to_string())),
+        Ok(ast) => match TranslatorBuilder::new()
+            .utf8(false)
+            .build()
+            .translate(src, &ast)
+        {
+            Err(e) => Some((e.span().start.offset, e.kind().to_string())),
+            Ok(_) => None,
+        },
+    };
+    match detail {
+        Some((off, msg)) => {
+            let at = src.get(..off).map_or(0, |p| p.chars().count());
+            RuntimeError::new(format!("{name}: invalid regular expression at {at}: {msg}"))
+        }
+        None => {
+            let msg = match err {
+                regex::Error::CompiledTooBig(limit) => {
+                    format!("pattern too big (compiled size exceeds {limit} bytes)")
+                }
+                e => e.to_string(),
+            };
+            RuntimeError::new(format!("{name}: invalid regular expression: {msg}"))
+        }
+    }
+}
+
+/// Argument `i` of `a` as a compiled regular expression.
+fn regex_arg(a: &Args, i: usize) -> Result<Rc<Regex>, RuntimeError> {
+    let pat = a.bytes(i)?;
+    if let Some(re) = REGEX_CACHE.with(|c| c.borrow().get(pat).cloned()) {
+        return Ok(re);
+    }
+    let src = pattern_source(pat);
+    let re = Rc::new(Regex::new(&src).map_err(|e| regex_error(a.name, &src, e))?);
+    REGEX_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= REGEX_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(pat.into(), re.clone());
+    });
+    Ok(re)
+}
+
+/// Whether an empty match at byte `i` lies between characters (D25). The `regex`
+/// crate's byte matcher also reports empty matches inside a multi-byte character;
+/// those are not matches in character terms.
+fn at_char_boundary(s: &[u8], i: usize) -> bool {
+    if i == 0 || i >= s.len() || s[i] & 0xC0 != 0x80 {
+        return true;
+    }
+    // `s[i]` is a continuation byte: find the lead byte, at most 3 bytes back.
+    let mut j = i;
+    while j > 0 && i - j < 3 && s[j] & 0xC0 == 0x80 {
+        j -= 1;
+    }
+    let len = match s[j] {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return true,
+    };
+    !(j + len > i && j + len <= s.len() && std::str::from_utf8(&s[j..j + len]).is_ok())
+}
+
+/// Whether a match counts (an empty one only between characters).
+#[inline]
+fn keep(s: &[u8], m: &regex::bytes::Match) -> bool {
+    !m.is_empty() || at_char_boundary(s, m.start())
+}
+
+/// A match as `find` returns it: the matched text without capture groups, else the
+/// array of the groups (`nil` for a group that did not take part).
+fn match_value(caps: &Captures) -> Value {
+    if caps.len() == 1 {
+        return caps
+            .get(0)
+            .map_or(Value::Nil, |m| Value::bytes(m.as_bytes()));
+    }
+    Value::array(
+        (1..caps.len())
+            .map(|i| {
+                caps.get(i)
+                    .map_or(Value::Nil, |m| Value::bytes(m.as_bytes()))
+            })
+            .collect(),
+    )
+}
+
+fn test(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let re = regex_arg(a, 1)?;
+    Ok(Value::Bool(re.is_match(s)))
+}
+
+fn find(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let re = regex_arg(a, 1)?;
+    if re.captures_len() == 1 {
+        let m = re.find_iter(s).find(|m| keep(s, m));
+        return Ok(m.map_or(Value::Nil, |m| Value::bytes(m.as_bytes())));
+    }
+    let c = re
+        .captures_iter(s)
+        .find(|c| c.get(0).is_some_and(|m| keep(s, &m)));
+    Ok(c.map_or(Value::Nil, |c| match_value(&c)))
+}
+
+fn scan(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let re = regex_arg(a, 1)?;
+    let out = if re.captures_len() == 1 {
+        re.find_iter(s)
+            .filter(|m| keep(s, m))
+            .map(|m| Value::bytes(m.as_bytes()))
+            .collect()
+    } else {
+        re.captures_iter(s)
+            .filter(|c| c.get(0).is_some_and(|m| keep(s, &m)))
+            .map(|c| match_value(&c))
+            .collect()
+    };
+    Ok(Value::array(out))
+}
+
+/// Appends a replacement template: `$0`, `$1`... (all digits that follow), `${N}` or
+/// `${name}` insert a group (nothing if it does not exist or did not take part), `$$`
+/// is `$`; any other `$` is literal.
+fn expand(rep: &[u8], caps: &Captures, re: &Regex, out: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(b'$', &rep[i..]) {
+        out.extend_from_slice(&rep[i..i + p]);
+        let j = i + p + 1;
+        let group = |out: &mut Vec<u8>, m: Option<regex::bytes::Match>| {
+            if let Some(m) = m {
+                out.extend_from_slice(m.as_bytes());
+            }
+        };
+        match rep.get(j) {
+            Some(b'$') => {
+                out.push(b'$');
+                i = j + 1;
+            }
+            Some(d) if d.is_ascii_digit() => {
+                let len = rep[j..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let n = parse_group_number(&rep[j..j + len]);
+                group(out, n.and_then(|n| caps.get(n)));
+                i = j + len;
+            }
+            Some(b'{') => match memchr::memchr(b'}', &rep[j + 1..]) {
+                Some(close) => {
+                    let name = &rep[j + 1..j + 1 + close];
+                    let m = if !name.is_empty() && name.iter().all(u8::is_ascii_digit) {
+                        parse_group_number(name).and_then(|n| caps.get(n))
+                    } else {
+                        std::str::from_utf8(name)
+                            .ok()
+                            .filter(|n| re.capture_names().any(|c| c == Some(*n)))
+                            .and_then(|n| caps.name(n))
+                    };
+                    group(out, m);
+                    i = j + 1 + close + 1;
+                }
+                None => {
+                    out.push(b'$');
+                    i = j;
+                }
+            },
+            _ => {
+                out.push(b'$');
+                i = j;
+            }
+        }
+    }
+    out.extend_from_slice(&rep[i..]);
+}
+
+fn parse_group_number(d: &[u8]) -> Option<usize> {
+    std::str::from_utf8(d).ok()?.parse().ok()
+}
+
+/// The output so far (created on the first match) extended with `s[last..start]`.
+fn push_upto<'o>(
+    out: &'o mut Option<Vec<u8>>,
+    s: &[u8],
+    last: usize,
+    start: usize,
+) -> &'o mut Vec<u8> {
+    let o = out.get_or_insert_with(|| Vec::with_capacity(s.len() + 16));
+    o.extend_from_slice(&s[last..start]);
+    o
+}
+
+enum Replacement<'v> {
+    Template(&'v [u8]),
+    Literal(&'v [u8]),
+    Func(&'v Value),
+}
+
+/// `sub` (first match) and `gsub` (every match).
+fn substitute(cx: &mut CallContext, a: &Args, all: bool) -> Result<Value, RuntimeError> {
+    let s = a.bytes(0)?;
+    let re = regex_arg(a, 1)?;
+    let rep = match a.value(2)? {
+        Value::Str(t) if memchr::memchr(b'$', t.as_bytes()).is_some() => {
+            Replacement::Template(t.as_bytes())
+        }
+        Value::Str(t) => Replacement::Literal(t.as_bytes()),
+        v @ (Value::Func(_) | Value::Array(_)) => Replacement::Func(v),
+        _ => return Err(a.error(2, "string or function required")),
+    };
+    let mut out: Option<Vec<u8>> = None;
+    let mut last = 0;
+    if let Replacement::Literal(t) = rep {
+        for m in re.find_iter(s).filter(|m| keep(s, m)) {
+            push_upto(&mut out, s, last, m.start()).extend_from_slice(t);
+            last = m.end();
+            if !all {
+                break;
+            }
+        }
+    } else {
+        for caps in re.captures_iter(s) {
+            let Some(m) = caps.get(0).filter(|m| keep(s, m)) else {
+                continue;
+            };
+            let o = push_upto(&mut out, s, last, m.start());
+            match rep {
+                Replacement::Template(t) => expand(t, &caps, &re, o),
+                Replacement::Func(f) => {
+                    let v = cx.call_with_element(f, match_value(&caps))?;
+                    cx.write_display(o, &v)?;
+                }
+                Replacement::Literal(_) => unreachable!(),
+            }
+            last = m.end();
+            if !all {
+                break;
+            }
+        }
+    }
+    match out {
+        None => Ok(a.vals[0].clone()),
+        Some(mut o) => {
+            o.extend_from_slice(&s[last..]);
+            Ok(Value::bytes(&o))
+        }
+    }
+}
+
+fn sub(cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    substitute(cx, a, false)
+}
+
+fn gsub(cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    substitute(cx, a, true)
+}
+
+// ---------------------------------------------------------------------------------
+// array.join
+
+/// `a.join([sep])`: the elements as text (4.12, strings unquoted) with `sep` between.
+fn join(cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
+    let arr = a.array(0)?;
+    let sep = if a.len() > 1 { a.bytes(1)? } else { b"" };
+    let mut out = Vec::new();
+    for (i, v) in arr.items.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(sep);
+        }
+        cx.write_display(&mut out, v)?;
+    }
+    Ok(Value::bytes(&out))
+}
+
+pub fn register(r: &Registry) {
+    let ns = r.namespace("string");
+    def(&ns, "length", 1, 1, length);
+    def(&ns, "bytesize", 1, 1, bytesize);
+    def(&ns, "chars", 1, 1, chars);
+    def(&ns, "split", 1, 2, split);
+    def(&ns, "number", 1, 1, number);
+    def(&ns, "contains", 2, 2, contains);
+    def(&ns, "starts_with", 2, 2, starts_with);
+    def(&ns, "ends_with", 2, 2, ends_with);
+    def(&ns, "index", 2, 3, index);
+    def(&ns, "substr", 2, 3, substr);
+    def(&ns, "upcase", 1, 1, upcase);
+    def(&ns, "downcase", 1, 1, downcase);
+    def(&ns, "strip", 1, 1, strip);
+    def(&ns, "lstrip", 1, 1, lstrip);
+    def(&ns, "rstrip", 1, 1, rstrip);
+    def(&ns, "replace", 3, 3, replace);
+    def(&ns, "lines", 1, 1, lines);
+    def(&ns, "test", 2, 2, test);
+    def(&ns, "find", 2, 2, find);
+    def(&ns, "scan", 2, 2, scan);
+    def(&ns, "sub", 3, 3, sub);
+    def(&ns, "gsub", 3, 3, gsub);
+
+    def(&r.namespace("array"), "join", 1, 2, join);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting() {
+        assert_eq!(char_count(b"abc"), 3);
+        assert_eq!(char_count("日本語".as_bytes()), 3);
+        assert_eq!(char_count(b"a\xffb"), 3);
+        // A truncated sequence: each byte is a character.
+        assert_eq!(char_count(b"\xe6\x97a"), 3);
+        assert_eq!(char_count(b""), 0);
+    }
+
+    #[test]
+    fn offsets() {
+        let s = "aé日b".as_bytes();
+        assert_eq!(char_to_byte(s, 0), 0);
+        assert_eq!(char_to_byte(s, 2), 3);
+        assert_eq!(char_to_byte(s, 3), 6);
+        assert_eq!(char_to_byte(s, 9), s.len());
+        assert_eq!(byte_to_char(s, 3), Some(2));
+        assert_eq!(byte_to_char(s, 4), None);
+        assert_eq!(byte_to_char(s, s.len()), Some(4));
+    }
+
+    #[test]
+    fn boundaries() {
+        let s = "a日b".as_bytes();
+        assert!(at_char_boundary(s, 0));
+        assert!(at_char_boundary(s, 1));
+        assert!(!at_char_boundary(s, 2));
+        assert!(!at_char_boundary(s, 3));
+        assert!(at_char_boundary(s, 4));
+        assert!(at_char_boundary(s, 5));
+        // Stray continuation bytes are characters of their own.
+        assert!(at_char_boundary(b"a\x80\x80", 2));
+        assert!(at_char_boundary(b"\xe6\x97a", 1));
+    }
+
+    #[test]
+    fn pattern_escapes_invalid_bytes() {
+        assert_eq!(pattern_source(b"a\xffb"), "a(?-u:\\xFF)b");
+        assert_eq!(pattern_source(b"ab"), "ab");
+    }
+}
