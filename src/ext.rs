@@ -37,6 +37,8 @@ pub struct CallContext<'a> {
     pub(crate) top: TopFrame<'a>,
     pub(crate) emitter: Option<&'a mut dyn Emitter>,
     pub(crate) depth: u32,
+    /// Lowest native stack address calls may reach (0: not yet measured).
+    pub(crate) stack_floor: usize,
 }
 
 impl<'a> CallContext<'a> {
@@ -49,6 +51,7 @@ impl<'a> CallContext<'a> {
             g,
             emitter,
             depth: 0,
+            stack_floor: 0,
         }
     }
 
@@ -62,6 +65,7 @@ impl<'a> CallContext<'a> {
             g,
             emitter,
             depth: 0,
+            stack_floor: 0,
         }
     }
 

@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use memchr::memchr;
 
-use crate::eval::print::{days_from_civil, inspect_plain};
+use crate::eval::print::inspect_plain;
 use crate::eval::value::Fields;
 use crate::ext::{
-    Args, Array, Registry, Role, RuntimeError, Stage, StageContext, Str, Stream, Time, TimeOffset,
-    Value,
+    Args, Array, Registry, Role, RuntimeError, Stage, StageContext, Str, Stream, Time, Value,
 };
 
 // ---------------------------------------------------------------------------------
@@ -87,6 +86,11 @@ pub fn parse_decimal(s: &[u8]) -> Option<Value> {
             if i == n {
                 return Some(Value::Float(mant as f64 / POW10[n - dot - 1]));
             }
+        }
+        // A digit run ended by a character the general syntax cannot continue with
+        // (`2015-08-01`, `12abc`, `1.2.3`): not a number.
+        if s[0].is_ascii_digit() && !matches!(s[i], b'.' | b'e' | b'E') && !is_space(s[i]) {
+            return None;
         }
     }
     parse_decimal_general(s)
@@ -205,164 +209,15 @@ fn parse_decimal_general(s: &[u8]) -> Option<Value> {
     text.parse::<f64>().ok().map(Value::Float)
 }
 
-fn digits(s: &[u8], i: usize, min: usize, max: usize) -> Option<(u32, usize)> {
-    let mut n = 0u32;
-    let mut j = i;
-    while j < s.len() && j - i < max && s[j].is_ascii_digit() {
-        n = n * 10 + (s[j] - b'0') as u32;
-        j += 1;
-    }
-    if j - i < min {
-        None
-    } else {
-        Some((n, j))
-    }
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ => {
-            if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-                29
-            } else {
-                28
-            }
-        }
-    }
-}
-
-/// Time inference (D63): a four-digit year and one of the numeric date forms of 6.11
-/// (`YYYY.MM.DD`, `YYYY-MM-DD`, `YYYY/MM/DD`, or `YYYYMMDD` followed by a time part),
-/// optionally `T` or spaces and a time part (`HH:MM:SS`, `HHMMSS`, `HH:MM`, optional
-/// `.fraction`, optional `Z`/`+HH:MM`/`+HHMM`/`+HH`/`+H`), covering the whole field.
-/// Without a zone the local offset in effect at that date applies (D8).
+/// Time inference (D63): a field starting with a digit that is a time of 6.11 with a
+/// four-digit year covering the whole field (the parser of `time(s)` in its strict
+/// mode; `YYYYMMDD` only with a time part, so a plain 8-digit number stays a number).
+#[inline]
 pub fn infer_time(s: &[u8]) -> Option<Time> {
-    if s.len() < 8 || !s[..4].iter().all(u8::is_ascii_digit) {
+    if s.len() < 8 || !s[0].is_ascii_digit() {
         return None;
     }
-    let year = ((s[0] - b'0') as i64) * 1000
-        + ((s[1] - b'0') as i64) * 100
-        + ((s[2] - b'0') as i64) * 10
-        + (s[3] - b'0') as i64;
-    let (month, day, mut i, compact) = match s[4] {
-        sep @ (b'.' | b'-' | b'/') => {
-            let (m, j) = digits(s, 5, 1, 2)?;
-            if s.get(j) != Some(&sep) {
-                return None;
-            }
-            let (d, j) = digits(s, j + 1, 1, 2)?;
-            (m, d, j, false)
-        }
-        _ => {
-            let (m, j) = digits(s, 4, 2, 2)?;
-            let (d, j) = digits(s, j, 2, 2)?;
-            (m, d, j, true)
-        }
-    };
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    if i == s.len() {
-        if compact {
-            // `YYYYMMDD` alone is a number, not a date (6.11: only with a time part).
-            return None;
-        }
-        return Some(Time {
-            secs: days * 86_400,
-            nanos: 0,
-            offset: TimeOffset::DateOnly,
-        });
-    }
-    // Date/time separator: `T` or one or more spaces.
-    if s[i] == b'T' {
-        i += 1;
-    } else if s[i] == b' ' {
-        while i < s.len() && s[i] == b' ' {
-            i += 1;
-        }
-    } else {
-        return None;
-    }
-    let (hour, minute, second);
-    let (h, j) = digits(s, i, 1, 2)?;
-    if s.get(j) == Some(&b':') {
-        let (mi, k) = digits(s, j + 1, 2, 2)?;
-        if s.get(k) == Some(&b':') {
-            let (se, k2) = digits(s, k + 1, 2, 2)?;
-            (hour, minute, second) = (h, mi, se);
-            i = k2;
-        } else {
-            (hour, minute, second) = (h, mi, 0);
-            i = k;
-        }
-    } else {
-        // HHMMSS
-        if j - i != 2 {
-            return None;
-        }
-        let (mi, k) = digits(s, j, 2, 2)?;
-        let (se, k2) = digits(s, k, 2, 2)?;
-        (hour, minute, second) = (h, mi, se);
-        i = k2;
-    }
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let mut nanos = 0u32;
-    if s.get(i) == Some(&b'.') {
-        let start = i + 1;
-        let mut j = start;
-        let mut scale = 100_000_000u32;
-        while j < s.len() && s[j].is_ascii_digit() {
-            nanos += (s[j] - b'0') as u32 * scale;
-            scale /= 10;
-            j += 1;
-        }
-        if j == start {
-            return None;
-        }
-        i = j;
-    }
-    let zone = match s.get(i) {
-        None => None,
-        Some(b'Z') => {
-            i += 1;
-            Some(0)
-        }
-        Some(&sign @ (b'+' | b'-')) => {
-            let (zh, j) = digits(s, i + 1, 1, 2)?;
-            let (zm, j) = if s.get(j) == Some(&b':') {
-                digits(s, j + 1, 2, 2)?
-            } else if j - (i + 1) == 2 && j < s.len() {
-                digits(s, j, 2, 2)?
-            } else {
-                (0, j)
-            };
-            if zh > 14 || zm > 59 {
-                return None;
-            }
-            i = j;
-            let secs = (zh * 3600 + zm * 60) as i32;
-            Some(if sign == b'-' { -secs } else { secs })
-        }
-        Some(_) => return None,
-    };
-    if i != s.len() {
-        return None;
-    }
-    let civil = days * 86_400 + hour as i64 * 3600 + minute as i64 * 60 + second as i64;
-    let offset = match zone {
-        Some(o) => o,
-        None => crate::builtins::time::local_offset_for_civil(civil)?,
-    };
-    Some(Time {
-        secs: civil - offset as i64,
-        nanos,
-        offset: TimeOffset::Seconds(offset),
-    })
+    crate::builtins::time::parse_time_strict_year4(s)
 }
 
 /// The value of one field: unquoted fields may be numbers; quoted and unquoted fields
@@ -379,10 +234,8 @@ fn infer_field(s: &[u8], quoted: bool) -> Value {
             }
         }
     }
-    if s.len() >= 8 && s[0].is_ascii_digit() {
-        if let Some(t) = infer_time(s) {
-            return Value::time(t);
-        }
+    if let Some(t) = infer_time(s) {
+        return Value::time(t);
     }
     Value::bytes(s)
 }
@@ -442,8 +295,11 @@ impl Csv {
 
     #[inline]
     fn end_field(&mut self) {
-        self.bounds
-            .push((self.field_start as u32, self.buf.len() as u32, self.field_quoted));
+        self.bounds.push((
+            self.field_start as u32,
+            self.buf.len() as u32,
+            self.field_quoted,
+        ));
         self.field_start = self.buf.len();
     }
 
@@ -523,16 +379,22 @@ impl Csv {
     }
 
     /// Fast path for a line without quotes (the common case): the fields are the
-    /// separator-delimited ranges of the line itself, nothing is copied.
-    fn split_plain(&mut self, line: &[u8]) {
+    /// separator-delimited ranges of the line itself, nothing is copied. Returns false
+    /// (bounds unusable) when the line contains a quote.
+    fn split_plain(&mut self, line: &[u8]) -> bool {
         self.bounds.clear();
+        let sep = self.sep;
         let mut start = 0;
-        while let Some(k) = memchr(self.sep, &line[start..]) {
-            self.bounds
-                .push((start as u32, (start + k) as u32, false));
-            start += k + 1;
+        for (i, &b) in line.iter().enumerate() {
+            if b == sep {
+                self.bounds.push((start as u32, i as u32, false));
+                start = i + 1;
+            } else if b == b'"' {
+                return false;
+            }
         }
         self.bounds.push((start as u32, line.len() as u32, false));
+        true
     }
 
     fn count_error(&self, got: usize) -> RuntimeError {
@@ -680,8 +542,7 @@ impl Stage for Csv {
         if line.is_empty() && !self.in_quotes {
             return Ok(());
         }
-        if !self.in_quotes && line.len() < u32::MAX as usize && memchr(b'"', line).is_none() {
-            self.split_plain(line);
+        if !self.in_quotes && line.len() < u32::MAX as usize && self.split_plain(line) {
             return self.record(line, cx);
         }
         if line.len() + self.buf.len() >= u32::MAX as usize {
@@ -767,10 +628,12 @@ impl Stage for Ltsv {
         }
         let same = self.fields.as_ref().is_some_and(|f| {
             f.len() == self.labels.len()
-                && f.iter().zip(&self.labels).all(|(name, &(a, b, has))| match name {
-                    Some(n) => has && n.as_bytes() == &line[a as usize..b as usize],
-                    None => !has,
-                })
+                && f.iter()
+                    .zip(&self.labels)
+                    .all(|(name, &(a, b, has))| match name {
+                        Some(n) => has && n.as_bytes() == &line[a as usize..b as usize],
+                        None => !has,
+                    })
         });
         if !same {
             let names: Vec<Option<Str>> = self
@@ -806,6 +669,7 @@ pub fn register(r: &Registry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ext::TimeOffset;
 
     fn num(s: &str) -> Option<String> {
         parse_decimal(s.as_bytes()).map(|v| format!("{v:?}"))
@@ -840,8 +704,21 @@ mod tests {
             Some(1e-27)
         );
         for bad in [
-            "", " ", ".", "-", "1.2.3", "127.0.0.1", "0x10", "12abc", "1e", "e5", "inf", "nan",
-            "1 2", "--1", "1e+",
+            "",
+            " ",
+            ".",
+            "-",
+            "1.2.3",
+            "127.0.0.1",
+            "0x10",
+            "12abc",
+            "1e",
+            "e5",
+            "inf",
+            "nan",
+            "1 2",
+            "--1",
+            "1e+",
         ] {
             assert_eq!(num(bad), None, "{bad:?}");
         }
@@ -861,8 +738,16 @@ mod tests {
         let t = infer_time(b"2015-08-01 12:00:00+0900").unwrap();
         assert_eq!(t.secs, 1438398000);
         for bad in [
-            "20150801", "1.2.3", "127.0.0.1", "2015-13-01", "2015-02-29", "2015-08-01x",
-            "2015-08-01T25:00", "2015-08/01", "2015-08-01T12:00+15", "12015-08-01",
+            "20150801",
+            "1.2.3",
+            "127.0.0.1",
+            "2015-13-01",
+            "2015-02-29",
+            "2015-08-01x",
+            "2015-08-01T25:00",
+            "2015-08/01",
+            "2015-08-01T12:00+15",
+            "12015-08-01",
         ] {
             assert!(infer_time(bad.as_bytes()).is_none(), "{bad:?}");
         }

@@ -13,6 +13,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap, FxHasher};
 
 use crate::builtins::pipe::MapStage;
 use crate::eval::ops::{compare, equals};
+use crate::eval::print::inspect_plain;
 use crate::ext::{
     Args, Array, Produce, Registry, Role, RuntimeError, Stage, StageContext, Stream, Value,
 };
@@ -627,10 +628,11 @@ impl Stage for ReduceByKey {
     fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
         let pair = match v {
             Value::Array(a) if a.items.len() == 2 => a,
-            _ => {
-                return Err(RuntimeError::new(
-                    "reduce_by_key element must be a key-value pair",
-                ))
+            other => {
+                return Err(RuntimeError::new(format!(
+                    "reduce_by_key element must be a key-value pair (value: {})",
+                    inspect_plain(&other)
+                )))
             }
         };
         let (key, value) = match Arc::try_unwrap(pair) {

@@ -116,11 +116,11 @@ fn no_value(key: &Str) -> RuntimeError {
 
 fn receiver<'v, T: 'static>(a: &Args<'v>, what: &str) -> Result<&'v T, RuntimeError> {
     match a.value(0)? {
-        Value::Native(n) => n
-            .0
-            .as_any()
-            .downcast_ref::<T>()
-            .ok_or_else(|| a.error(0, &format!("{what} required"))),
+        Value::Native(n) => {
+            n.0.as_any()
+                .downcast_ref::<T>()
+                .ok_or_else(|| a.error(0, &format!("{what} required")))
+        }
         _ => Err(a.error(0, &format!("{what} required"))),
     }
 }
@@ -148,12 +148,7 @@ fn put(db: &KvsInner, key: Str, value: Value) {
 }
 
 /// `db.update(key, f)` (D64): re-runs `f` when the entry changed while it ran.
-fn update(
-    cx: &mut CallContext,
-    db: &KvsInner,
-    key: Str,
-    f: &Value,
-) -> Result<Value, RuntimeError> {
+fn update(cx: &mut CallContext, db: &KvsInner, key: Str, f: &Value) -> Result<Value, RuntimeError> {
     for _ in 0..UPDATE_ATTEMPTS {
         let (old, version) = {
             let st = db.store.lock();

@@ -17,6 +17,22 @@ fn float_order(a: &f64, b: &f64) -> Ordering {
     }
 }
 
+/// Maps a non-NaN float to an unsigned integer with the same order.
+#[inline]
+fn float_key(f: f64) -> u64 {
+    let b = f.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+#[inline]
+fn float_from_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
 /// Sorts values in place by the total order of D27, stably. Arrays of only integers
 /// or only floats take a specialised path that never looks at `Value` tags again.
 pub fn sort_values(v: &mut [Value]) {
@@ -48,14 +64,30 @@ pub fn sort_values(v: &mut [Value]) {
             *slot = Value::Int(i);
         }
     } else if floats {
-        // Stable: -0.0 and 0.0 are equal in the order but print differently.
         let mut k: Vec<f64> = v
             .iter()
             .map(|x| if let Value::Float(f) = x { *f } else { 0.0 })
             .collect();
-        k.sort_by(float_order);
-        for (slot, f) in v.iter_mut().zip(k) {
-            *slot = Value::Float(f);
+        let (mut nan, mut neg_zero, mut pos_zero) = (false, false, false);
+        for f in &k {
+            nan |= f.is_nan();
+            neg_zero |= *f == 0.0 && f.is_sign_negative();
+            pos_zero |= *f == 0.0 && f.is_sign_positive();
+        }
+        if nan || (neg_zero && pos_zero) {
+            // Stable: -0.0 and 0.0 (and NaNs) are equal in the order but distinct.
+            k.sort_by(float_order);
+            for (slot, f) in v.iter_mut().zip(k) {
+                *slot = Value::Float(f);
+            }
+        } else {
+            // Every pair of equal keys is bit-identical, so sorting the bit patterns
+            // (mapped to an unsigned order) unstably is exact and much faster.
+            let mut bits: Vec<u64> = k.into_iter().map(float_key).collect();
+            bits.sort_unstable();
+            for (slot, b) in v.iter_mut().zip(bits) {
+                *slot = Value::Float(float_from_key(b));
+            }
         }
     } else {
         v.sort_by(compare);
@@ -388,6 +420,34 @@ mod tests {
         assert!(matches!(v[0], Value::Float(_)));
         assert!(matches!(v[1], Value::Int(2)));
         assert!(matches!(v[3], Value::Nil));
+    }
+
+    #[test]
+    fn float_keys_preserve_order() {
+        let fs = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.5,
+            -f64::MIN_POSITIVE,
+            -0.0,
+            5e-324,
+            1.0,
+            2.5,
+            f64::INFINITY,
+        ];
+        for w in fs.windows(2) {
+            assert!(float_key(w[0]) < float_key(w[1]));
+        }
+        for f in fs {
+            assert_eq!(float_from_key(float_key(f)).to_bits(), f.to_bits());
+        }
+        let mut v: Vec<Value> = [2.5, -1.0, 0.0, 1e-9, -0.5]
+            .iter()
+            .map(|&f| Value::Float(f))
+            .collect();
+        sort_values(&mut v);
+        let f: Vec<f64> = v.iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(f, vec![-1.0, -0.5, 0.0, 1e-9, 2.5]);
     }
 
     #[test]

@@ -698,10 +698,31 @@ impl<'a> CallContext<'a> {
         };
         let f = match f {
             Some(f) => f,
-            None => match self.read_var(act, var, name) {
-                Some(f) => f,
-                None => return Err(located(no_function(name, &args), act.source, span)),
-            },
+            None => {
+                if let VarRef::Global(i) = var {
+                    // Call a top-level function without cloning it: the top frame
+                    // outlives this call and its slots never change once set.
+                    if let Some(fv) = self.top().get_ref(i) {
+                        let fv: *const Value = fv;
+                        // SAFETY: `fv` points into a slot of the top-level frame, which
+                        // `self` keeps alive for the whole call and which is never
+                        // written again once bound (OnceLock).
+                        let r = self.call_value(unsafe { &*fv }, &args);
+                        return match r {
+                            Ok(Value::Stream(s)) => {
+                                s.set_location(act.source, span);
+                                Ok(Value::Stream(s))
+                            }
+                            Ok(v) => Ok(v),
+                            Err(e) => Err(located(e, act.source, span)),
+                        };
+                    }
+                }
+                match self.read_var(act, var, name) {
+                    Some(f) => f,
+                    None => return Err(located(no_function(name, &args), act.source, span)),
+                }
+            }
         };
         match self.call_value(&f, &args) {
             Ok(Value::Stream(s)) => {
@@ -786,11 +807,18 @@ impl<'a> CallContext<'a> {
         }
     }
 
+    #[inline]
     fn enter(&mut self) -> Result<(), RuntimeError> {
         self.depth += 1;
-        if self.depth > MAX_CALL_DEPTH
-            || stacker::remaining_stack().is_some_and(|r| r < STACK_RED_ZONE)
-        {
+        let marker = 0u8;
+        let sp = std::hint::black_box(&marker) as *const u8 as usize;
+        if self.stack_floor == 0 {
+            // Measured once per context: comparing addresses is much cheaper than asking
+            // for the remaining stack on every call.
+            let remaining = stacker::remaining_stack().unwrap_or(8 << 20);
+            self.stack_floor = sp.saturating_sub(remaining) + STACK_RED_ZONE;
+        }
+        if self.depth > MAX_CALL_DEPTH || sp < self.stack_floor {
             self.depth -= 1;
             return Err(RuntimeError::new("stack level too deep"));
         }

@@ -60,6 +60,16 @@ impl Frame {
         }
     }
 
+    /// A bound plain value of slot `i`, borrowed (closures stored as `SelfClosure` are
+    /// not returned: they must be rebuilt).
+    #[inline]
+    pub(crate) fn get_ref(&self, i: u32) -> Option<&Value> {
+        match self.slots.get(i as usize)?.get()? {
+            Stored::Value(v) => Some(v),
+            Stored::SelfClosure(_) => None,
+        }
+    }
+
     /// Binds slot `i`; `Err` if it is already bound.
     pub(crate) fn set(this: &Arc<Frame>, i: u32, v: Value) -> Result<(), ()> {
         let stored = match &v {

@@ -338,7 +338,7 @@ impl CallContext<'_> {
     fn enter_print(&mut self) -> Result<(), RuntimeError> {
         self.depth += 1;
         if self.depth > super::exec::MAX_CALL_DEPTH
-            || stacker::remaining_stack().is_some_and(|r| r < 256 * 1024)
+            || stacker::remaining_stack().is_some_and(|r| r < 128 * 1024)
         {
             self.depth -= 1;
             return Err(RuntimeError::new("stack level too deep"));
