@@ -1,11 +1,18 @@
 //! CSV, TSV and LTSV (spec 6.13, D63).
 //!
-//! The record parser is a small RFC 4180 state machine written for line input: the
-//! runtime delivers one line at a time, so a record whose quoted field is still open at
-//! the end of a line continues with the next line (joined with `\n`). The parser keeps
-//! its state between lines instead of re-joining and re-parsing, decodes every field
-//! into one reusable byte buffer (field bounds in a second reusable vector) and scans
-//! with `memchr`, so a record costs no allocation beyond the values it produces.
+//! The record parser is a small RFC 4180 state machine written for line input (rather
+//! than the `csv` crate, whose reader wants a byte stream): the runtime delivers one
+//! line at a time, so a record whose quoted field is still open at the end of a line
+//! continues with the next line (joined with `\n`). The parser keeps its state between
+//! lines instead of re-joining and re-parsing. A line without any `"` (the common case)
+//! is split in place; otherwise fields are decoded into one reusable byte buffer. Field
+//! bounds live in a second reusable vector, so a record costs no allocation beyond the
+//! values it produces (and rows with a header share one `Fields` list).
+//!
+//! Field values (D63): unquoted fields matching the decimal syntax of `number()` are
+//! numbers; fields starting with a digit that parse as a time with a four-digit year
+//! (the strict mode of the `time(s)` parser in `builtins::time`) are times; everything
+//! else is a string.
 
 use std::sync::Arc;
 

@@ -5,11 +5,12 @@
 //! and any other error is a stage error for that element only (5.6).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::hash::Hasher;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-use rustc_hash::{FxBuildHasher, FxHashMap, FxHasher};
+use rustc_hash::FxHasher;
 
 use crate::builtins::pipe::MapStage;
 use crate::eval::ops::{compare, equals};
@@ -526,7 +527,9 @@ impl Stage for Reduce {
 /// alike: numbers by numeric value (`1` and `1.0` collide, as do `0.0` and `-0.0`),
 /// strings by bytes, times by instant, arrays element-wise. Values equal only by
 /// identity or by a user definition hash to their type tag; equality decides.
-fn hash_key(v: &Value, h: &mut FxHasher) {
+/// Returns false when the key contains a NaN, so that it equals nothing, itself
+/// included.
+fn hash_key(v: &Value, h: &mut FxHasher) -> bool {
     match v {
         Value::Nil => h.write_u8(0),
         Value::Bool(b) => h.write_u8(1 + *b as u8),
@@ -540,6 +543,8 @@ fn hash_key(v: &Value, h: &mut FxHasher) {
             if f.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(f)
             {
                 h.write_i64(*f as i64);
+            } else if f.is_nan() {
+                return false;
             } else {
                 h.write_u64(f.to_bits());
             }
@@ -556,72 +561,87 @@ fn hash_key(v: &Value, h: &mut FxHasher) {
         Value::Array(a) => {
             h.write_u8(6);
             h.write_usize(a.items.len());
+            let mut reflexive = true;
             for x in &a.items {
-                hash_key(x, h);
+                reflexive &= hash_key(x, h);
             }
+            return reflexive;
         }
         _ => h.write_u8(7),
     }
+    true
 }
 
-fn key_hash(v: &Value) -> u64 {
+/// The hash of a key, or `None` if it contains a NaN (it can match no other key).
+fn key_hash(v: &Value) -> Option<u64> {
     let mut h = FxHasher::default();
-    hash_key(v, &mut h);
-    h.finish()
+    hash_key(v, &mut h).then(|| h.finish())
 }
 
-/// No further entry with the same hash.
-const NO_NEXT: usize = usize::MAX;
+/// A `reduce_by_key` key with its precomputed hash; equal by `==` (4.9).
+struct Key {
+    hash: u64,
+    v: Value,
+}
 
-struct KeyEntry {
-    key: Value,
+impl Hash for Key {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for Key {
+    #[inline]
+    fn eq(&self, other: &Key) -> bool {
+        self.hash == other.hash
+            && match (&self.v, &other.v) {
+                (Value::Str(a), Value::Str(b)) => a.as_bytes() == b.as_bytes(),
+                (a, b) => equals(a, b),
+            }
+    }
+}
+
+/// Keys containing a NaN never reach the map, so `==` is reflexive on its keys.
+impl Eq for Key {}
+
+/// Hashes a [`Key`] by passing its precomputed hash through.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The accumulator of one key and when the key first appeared.
+struct Acc {
+    order: usize,
     acc: Value,
-    /// The next entry whose key has the same hash (a collision chain).
-    next: usize,
 }
 
 /// `reduce_by_key(f)` (D49): keys compared with `==`, results in order of each key's
-/// first appearance. A hash of the key's canonical form (`hash_key`) finds the chain
-/// of candidate entries in O(1); `==` decides among them.
+/// first appearance. Keys are found in O(1) through a hash of their canonical form
+/// (`hash_key`); the accumulator lives in the map's own slot, so a lookup touches
+/// one bucket.
 struct ReduceByKey {
     f: Value,
-    index: FxHashMap<u64, usize>,
-    entries: Vec<KeyEntry>,
-}
-
-impl ReduceByKey {
-    /// The entry for `key`, or the last entry of its hash chain (`Err`), or no chain.
-    fn find(&self, hash: u64, key: &Value) -> Result<usize, Option<usize>> {
-        let Some(&first) = self.index.get(&hash) else {
-            return Err(None);
-        };
-        let mut i = first;
-        loop {
-            let e = &self.entries[i];
-            if equals(&e.key, key) {
-                return Ok(i);
-            }
-            if e.next == NO_NEXT {
-                return Err(Some(i));
-            }
-            i = e.next;
-        }
-    }
-
-    fn insert(&mut self, hash: u64, chain_end: Option<usize>, key: Value, acc: Value) {
-        let idx = self.entries.len();
-        match chain_end {
-            Some(end) => self.entries[end].next = idx,
-            None => {
-                self.index.insert(hash, idx);
-            }
-        }
-        self.entries.push(KeyEntry {
-            key,
-            acc,
-            next: NO_NEXT,
-        });
-    }
+    map: HashMap<Key, Acc, BuildHasherDefault<KeyHasher>>,
+    /// Keys containing a NaN: each is a key of its own.
+    unmatchable: Vec<(usize, Value, Value)>,
+    seen: usize,
 }
 
 impl Stage for ReduceByKey {
@@ -645,34 +665,43 @@ impl Stage for ReduceByKey {
             }
             Err(a) => (a.items[0].clone(), a.items[1].clone()),
         };
-        let hash = key_hash(&key);
-        let i = match self.find(hash, &key) {
-            Ok(i) => i,
-            Err(chain_end) => {
-                self.insert(hash, chain_end, key, value);
+        let order = self.seen;
+        let Some(hash) = key_hash(&key) else {
+            self.seen += 1;
+            self.unmatchable.push((order, key, value));
+            return Ok(());
+        };
+        let key = Key { hash, v: key };
+        let slot = match self.map.get_mut(&key) {
+            Some(slot) => slot,
+            None => {
+                self.seen += 1;
+                self.map.insert(key, Acc { order, acc: value });
                 return Ok(());
             }
         };
-        let e = &mut self.entries[i];
-        let args = [e.key.clone(), std::mem::take(&mut e.acc), value];
+        let args = [key.v, std::mem::take(&mut slot.acc), value];
         match cx.call(&self.f, &args) {
             Ok(r) => {
-                self.entries[i].acc = r;
+                slot.acc = r;
                 Ok(())
             }
             Err(err) => {
                 // Skipped or failed: the accumulator keeps its value (5.5, 5.6).
                 let [_, acc, _] = args;
-                self.entries[i].acc = acc;
+                slot.acc = acc;
                 ignore_skip(Err(err))
             }
         }
     }
 
     fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        self.index = FxHashMap::with_hasher(FxBuildHasher);
-        for e in std::mem::take(&mut self.entries) {
-            cx.emit(Value::array(vec![e.key, e.acc]))?;
+        let mut all: Vec<(usize, Value, Value)> = std::mem::take(&mut self.unmatchable);
+        all.reserve(self.map.len());
+        all.extend(self.map.drain().map(|(k, a)| (a.order, k.v, a.acc)));
+        all.sort_unstable_by_key(|e| e.0);
+        for (_, key, acc) in all {
+            cx.emit(Value::array(vec![key, acc]))?;
         }
         Ok(())
     }
@@ -778,8 +807,9 @@ pub fn register(r: &Registry) {
             Role::Filter,
             ReduceByKey {
                 f,
-                index: FxHashMap::with_hasher(FxBuildHasher),
-                entries: Vec::new(),
+                map: HashMap::default(),
+                unmatchable: Vec::new(),
+                seen: 0,
             },
         ))
     });
@@ -847,9 +877,15 @@ mod tests {
         for (a, b) in &same {
             assert!(equals(a, b));
             assert_eq!(key_hash(a), key_hash(b));
+            assert!(key_hash(a).is_some());
         }
         assert_ne!(key_hash(&Value::Int(1)), key_hash(&Value::Float(1.5)));
         assert_ne!(key_hash(&Value::str("a")), key_hash(&Value::str("b")));
+        assert_eq!(key_hash(&Value::Float(f64::NAN)), None);
+        assert_eq!(
+            key_hash(&Value::array(vec![Value::Int(1), Value::Float(f64::NAN)])),
+            None
+        );
     }
 
     #[test]

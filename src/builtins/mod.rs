@@ -2,20 +2,21 @@
 //! public [`Registry`](crate::ext::Registry), exactly as an extension would be.
 
 pub mod array;
+pub mod combine;
 pub mod core;
 pub mod csv;
 pub mod graph_bar;
 pub mod io;
 pub mod iter;
 pub mod kvs;
-pub mod pipe;
-pub mod sort;
-pub mod stat;
-pub mod random;
-pub mod time;
 pub mod math;
 pub mod number;
+pub mod pipe;
+pub mod random;
+pub mod sort;
+pub mod stat;
 pub mod string;
+pub mod time;
 
 use crate::ext::Registry;
 
@@ -26,6 +27,7 @@ pub fn register_all(r: &Registry) {
     kvs::register(r);
     graph_bar::register(r);
     pipe::register(r);
+    combine::register(r);
     io::register(r);
     iter::register(r);
     time::register(r);

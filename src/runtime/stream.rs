@@ -250,7 +250,8 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
         g.graph.live_producers.fetch_add(1, Ordering::AcqRel);
     }
     let task = Task::new(g, s, stage);
-    if s.role == Role::Producer {
+    // A producer made of other streams (`zip`, `concat`) runs on its inputs.
+    if s.role == Role::Producer && s.inputs.load(Ordering::Acquire) == 0 {
         if task.stage.is_blocking() {
             let h = handle.clone();
             handle.spawn_blocking(move || h.block_on(task.run_producer()));
@@ -462,6 +463,8 @@ impl Task {
                     }
                     if self.out.buf.len() >= BATCH || rx.is_empty() {
                         self.out.flush(&self.g).await;
+                        // Let the destination just woken run on another worker.
+                        tokio::task::yield_now().await;
                     }
                     if self.out.closing
                         || (self.stream.orphaned.load(Ordering::Acquire) && self.role_stops())
@@ -482,7 +485,9 @@ impl Task {
                     if self.out.closing || (open == 0 && !keeps_open) {
                         break 'recv;
                     }
-                    if keeps_open && open == 0 && self.g.graph.live_producers.load(Ordering::Acquire) == 0
+                    if keeps_open
+                        && open == 0
+                        && self.g.graph.live_producers.load(Ordering::Acquire) == 0
                     {
                         break 'recv;
                     }
