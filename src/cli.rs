@@ -52,13 +52,11 @@ pub struct Invocation {
 }
 
 impl Invocation {
-    // `..Default::default()` keeps this compiling when `RunOptions` grows a field.
-    #[allow(clippy::needless_update)]
     pub fn run_options(&self) -> RunOptions {
         RunOptions {
             warnings: self.warnings,
             dump_ast: self.dump_ast,
-            ..Default::default()
+            handle_signals: true,
         }
     }
 }

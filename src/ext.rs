@@ -12,7 +12,10 @@ pub use crate::eval::func::{Func, NativeFn};
 pub use crate::eval::interp::Globals;
 pub use crate::eval::namespace::Namespace;
 pub use crate::eval::value::{Array, NativeObject, Str, Time, TimeOffset, Value};
-pub use crate::runtime::stream::{Produce, Role, Stage, StageContext, Stream};
+pub use crate::runtime::io::{Io, IoBackend, IoMode, LineReader, Output};
+pub use crate::runtime::stream::{
+    BoxFuture, Inlet, Outlet, Produce, Role, Sink, Source, Stage, StageContext, Stream,
+};
 
 use crate::eval::func::Frame;
 use crate::eval::namespace::Binding;

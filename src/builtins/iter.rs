@@ -578,10 +578,40 @@ fn key_hash(v: &Value) -> Option<u64> {
     hash_key(v, &mut h).then(|| h.finish())
 }
 
-/// A `reduce_by_key` key with its precomputed hash; equal by `==` (4.9).
+/// Longest string key kept inline in its [`Key`].
+const INLINE: usize = 15;
+/// `Key::short_len` of a key that is not a short string.
+const NOT_SHORT: u8 = u8::MAX;
+
+/// A `reduce_by_key` key with its precomputed hash; equal by `==` (4.9). A short
+/// string key also keeps a copy of its bytes inline, so that comparing it with the
+/// key of a map slot reads only that slot, not the string's heap block.
 struct Key {
     hash: u64,
     v: Value,
+    short_len: u8,
+    short: [u8; INLINE],
+}
+
+impl Key {
+    #[inline]
+    fn new(hash: u64, v: Value) -> Key {
+        let mut short = [0; INLINE];
+        let mut short_len = NOT_SHORT;
+        if let Value::Str(s) = &v {
+            let b = s.as_bytes();
+            if b.len() <= INLINE {
+                short[..b.len()].copy_from_slice(b);
+                short_len = b.len() as u8;
+            }
+        }
+        Key {
+            hash,
+            v,
+            short_len,
+            short,
+        }
+    }
 }
 
 impl Hash for Key {
@@ -594,11 +624,17 @@ impl Hash for Key {
 impl PartialEq for Key {
     #[inline]
     fn eq(&self, other: &Key) -> bool {
-        self.hash == other.hash
-            && match (&self.v, &other.v) {
-                (Value::Str(a), Value::Str(b)) => a.as_bytes() == b.as_bytes(),
-                (a, b) => equals(a, b),
-            }
+        if self.hash != other.hash {
+            return false;
+        }
+        if self.short_len != NOT_SHORT || other.short_len != NOT_SHORT {
+            // A short string equals only a string of the same bytes.
+            return self.short_len == other.short_len && self.short == other.short;
+        }
+        match (&self.v, &other.v) {
+            (Value::Str(a), Value::Str(b)) => a.as_bytes() == b.as_bytes(),
+            (a, b) => equals(a, b),
+        }
     }
 }
 
@@ -671,7 +707,7 @@ impl Stage for ReduceByKey {
             self.unmatchable.push((order, key, value));
             return Ok(());
         };
-        let key = Key { hash, v: key };
+        let key = Key::new(hash, key);
         let slot = match self.map.get_mut(&key) {
             Some(slot) => slot,
             None => {

@@ -28,6 +28,9 @@ pub struct RunOptions {
     pub warnings: bool,
     /// `-v`: dump the parse tree to standard error before running.
     pub dump_ast: bool,
+    /// Install the process's SIGINT/SIGTERM handling (D66): flush output, restore the
+    /// terminal and exit with 130/143. The command line sets it; an embedder decides.
+    pub handle_signals: bool,
 }
 
 /// State shared by everything that runs in one interpreter: the prelude, namespaces,
@@ -168,6 +171,9 @@ impl Interpreter {
     pub fn run(&self, source: Arc<Source>, argv: Vec<String>, opts: &RunOptions) -> i32 {
         let g = self.g.clone();
         let color = g.color;
+        if opts.handle_signals {
+            install_signal_handlers(&g);
+        }
         if opts.dump_ast {
             if let Ok(p) = parse(&source.text) {
                 g.err.write_raw(format!("{:#?}\n", p).as_bytes());
@@ -235,4 +241,23 @@ fn run_script(g: &Arc<Globals>, code: &Arc<super::ir::FnCode>, frame: &Arc<Frame
     } else {
         0
     }
+}
+
+/// D66: on SIGINT or SIGTERM, flush standard output and error, restore the terminal
+/// if a bar graph is drawn, and exit with 128 + the signal number.
+fn install_signal_handlers(g: &Arc<Globals>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    let g = g.clone();
+    let _ = std::thread::Builder::new()
+        .name("streem-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                g.flush_all();
+                crate::builtins::graph_bar::restore_terminal();
+                std::process::exit(128 + sig);
+            }
+        });
 }

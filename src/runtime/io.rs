@@ -129,7 +129,15 @@ pub enum IoMode {
     ReadWrite,
 }
 
+/// What an io object of an extension (a socket, ...) provides: its read stream (a
+/// producer of lines) and write stream (a consumer), each created once on first use.
+pub trait IoBackend: Send + Sync + 'static {
+    fn make_reader(&self) -> Option<Arc<Stream>>;
+    fn make_writer(&self) -> Option<Arc<Stream>>;
+}
+
 enum IoKind {
+    Custom(Box<dyn IoBackend>),
     Stdin,
     Stdout,
     Stderr,
@@ -165,6 +173,11 @@ impl Io {
         use std::os::fd::AsRawFd;
         let fd = file.as_raw_fd();
         Io::new(fd, mode, IoKind::File(Mutex::new(Some(file))))
+    }
+
+    /// An io object whose streams an extension provides (spec 9.2 item 8).
+    pub fn custom(fd: i32, mode: IoMode, backend: impl IoBackend) -> Arc<Io> {
+        Io::new(fd, mode, IoKind::Custom(Box::new(backend)))
     }
 
     fn new(fd: i32, mode: IoMode, kind: IoKind) -> Arc<Io> {
@@ -204,6 +217,12 @@ impl Io {
         if !self.readable() {
             return None;
         }
+        if let IoKind::Custom(b) = &self.kind {
+            return self.read_stream.get_or_init(|| match b.make_reader() {
+                Some(s) => s,
+                None => Stream::new(Role::Producer, LineReader::new(Box::new(std::io::empty()), false)),
+            }).clone().into();
+        }
         Some(
             self.read_stream
                 .get_or_init(|| {
@@ -230,6 +249,18 @@ impl Io {
         if !self.writable() {
             return None;
         }
+        if let IoKind::Custom(b) = &self.kind {
+            return self.write_stream.get_or_init(|| match b.make_writer() {
+                Some(s) => s,
+                None => Stream::new(
+                    Role::Consumer,
+                    LineWriter {
+                        target: WriteTarget::Closed,
+                        buf: Vec::new(),
+                    },
+                ),
+            }).clone().into();
+        }
         Some(
             self.write_stream
                 .get_or_init(|| {
@@ -242,7 +273,7 @@ impl Io {
                             }
                             _ => WriteTarget::Closed,
                         },
-                        IoKind::Stdin => WriteTarget::Closed,
+                        IoKind::Stdin | IoKind::Custom(_) => WriteTarget::Closed,
                     };
                     Stream::new(
                         Role::Consumer,

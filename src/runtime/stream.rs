@@ -21,7 +21,8 @@ use crate::eval::func::Frame;
 use crate::eval::interp::Globals;
 use crate::eval::value::Value;
 use crate::ext::{CallContext, Emitter};
-use crate::syntax::{Source, Span};
+use crate::syntax::Span;
+type SourceText = crate::syntax::Source;
 
 /// Values per batch before a task sends it on.
 pub const BATCH: usize = 256;
@@ -97,6 +98,28 @@ pub trait Stage: Send + 'static {
     }
 }
 
+/// Boxed future returned by asynchronous stages.
+pub type BoxFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// An asynchronous producer (spec 9.2 item 8): it runs as a task, may wait for I/O
+/// readiness without blocking a worker, and emits through its [`Outlet`]. When `run`
+/// returns, the runtime sends what is pending and closes the stream.
+pub trait Source: Send + 'static {
+    fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a>;
+}
+
+/// An asynchronous consumer: it receives batches from its [`Inlet`] until the input
+/// ends (or stops early, e.g. when its peer has gone: its sources then drop it, D40).
+pub trait Sink: Send + 'static {
+    fn run<'a>(self: Box<Self>, input: &'a mut Inlet) -> BoxFuture<'a>;
+}
+
+enum Behaviour {
+    Stage(Box<dyn Stage>),
+    Source(Box<dyn Source>),
+    Sink(Box<dyn Sink>),
+}
+
 enum Msg {
     Batch(u32, Vec<Value>),
     Closed(u32),
@@ -115,7 +138,7 @@ struct Dest {
 pub struct Stream {
     pub role: Role,
     /// Taken by the task when the stream starts.
-    stage: Mutex<Option<Box<dyn Stage>>>,
+    stage: Mutex<Option<Behaviour>>,
     rx: Mutex<Option<mpsc::Receiver<Msg>>>,
     /// The sending side of this stream's input. Strong until the stream starts (so
     /// connections made while building keep it open), then only a weak reference is
@@ -132,7 +155,7 @@ pub struct Stream {
     /// Set when every destination has gone (a producer stops, 5.7).
     orphaned: AtomicBool,
     /// Where the stream was created; errors of builtin stages are reported here.
-    location: OnceLock<(Arc<Source>, Span)>,
+    location: OnceLock<(Arc<SourceText>, Span)>,
 }
 
 impl Stream {
@@ -142,10 +165,24 @@ impl Stream {
         } else {
             EDGE_CAPACITY
         };
+        Stream::with_behaviour(role, Behaviour::Stage(Box::new(stage)), capacity)
+    }
+
+    /// A producer driven by an asynchronous [`Source`].
+    pub fn source(source: impl Source) -> Arc<Stream> {
+        Stream::with_behaviour(Role::Producer, Behaviour::Source(Box::new(source)), EDGE_CAPACITY)
+    }
+
+    /// A consumer driven by an asynchronous [`Sink`].
+    pub fn sink(sink: impl Sink) -> Arc<Stream> {
+        Stream::with_behaviour(Role::Consumer, Behaviour::Sink(Box::new(sink)), EDGE_CAPACITY)
+    }
+
+    fn with_behaviour(role: Role, behaviour: Behaviour, capacity: usize) -> Arc<Stream> {
         let (tx, rx) = mpsc::channel(capacity);
         Arc::new(Stream {
             role,
-            stage: Mutex::new(Some(Box::new(stage))),
+            stage: Mutex::new(Some(behaviour)),
             rx: Mutex::new(Some(rx)),
             weak_tx: tx.downgrade(),
             tx: Mutex::new(Some(tx)),
@@ -165,7 +202,7 @@ impl Stream {
     }
 
     /// Records where the stream was created (first call wins).
-    pub fn set_location(&self, source: &Arc<Source>, span: Span) {
+    pub fn set_location(&self, source: &Arc<SourceText>, span: Span) {
         let _ = self.location.set((source.clone(), span));
     }
 
@@ -233,13 +270,13 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
     let Some(handle) = g.graph.handle.get().cloned() else {
         return;
     };
-    let Some(stage) = s.stage.lock().take() else {
+    let Some(behaviour) = s.stage.lock().take() else {
         return;
     };
     let rx = s.rx.lock().take();
     // Drop the strong self-sender: from now on the inputs' `Closed` messages end it.
     // A channel keeps it, so that it can be woken to re-check whether it may close.
-    let keeps_open = stage.keeps_open();
+    let keeps_open = matches!(&behaviour, Behaviour::Stage(st) if st.keeps_open());
     if !keeps_open {
         s.tx.lock().take();
     } else {
@@ -249,18 +286,173 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
     if s.role == Role::Producer {
         g.graph.live_producers.fetch_add(1, Ordering::AcqRel);
     }
-    let task = Task::new(g, s, stage);
-    // A producer made of other streams (`zip`, `concat`) runs on its inputs.
-    if s.role == Role::Producer && s.inputs.load(Ordering::Acquire) == 0 {
-        if task.stage.is_blocking() {
-            let h = handle.clone();
-            handle.spawn_blocking(move || h.block_on(task.run_producer()));
-        } else {
-            handle.spawn(task.run_producer());
+    match behaviour {
+        Behaviour::Stage(stage) => {
+            let task = Task::new(g, s, stage);
+            // A producer made of other streams (`zip`, `concat`) runs on its inputs.
+            if s.role == Role::Producer && s.inputs.load(Ordering::Acquire) == 0 {
+                if task.stage.is_blocking() {
+                    let h = handle.clone();
+                    handle.spawn_blocking(move || h.block_on(task.run_producer()));
+                } else {
+                    handle.spawn(task.run_producer());
+                }
+            } else {
+                let rx = rx.expect("a stream's receiver is taken only once");
+                handle.spawn(task.run_consumer(rx, keeps_open));
+            }
         }
-    } else {
-        let rx = rx.expect("a stream's receiver is taken only once");
-        handle.spawn(task.run_consumer(rx, keeps_open));
+        Behaviour::Source(source) => {
+            let mut outlet = Outlet {
+                g: g.clone(),
+                out: Out::new(s, false),
+            };
+            handle.spawn(async move {
+                source.run(&mut outlet).await;
+                outlet.out.flush(&outlet.g).await;
+                outlet.out.close().await;
+                finished(&outlet.g, &outlet.out.stream);
+            });
+        }
+        Behaviour::Sink(sink) => {
+            let rx = rx.expect("a stream's receiver is taken only once");
+            let mut inlet = Inlet {
+                g: g.clone(),
+                stream: s.clone(),
+                rx,
+                done: false,
+            };
+            handle.spawn(async move {
+                sink.run(&mut inlet).await;
+                inlet.rx.close();
+                finished(&inlet.g, &inlet.stream);
+            });
+        }
+    }
+}
+
+/// Bookkeeping when a stream's task ends.
+fn finished(g: &Arc<Globals>, s: &Arc<Stream>) {
+    s.finished.store(true, Ordering::Release);
+    let graph = &g.graph;
+    if s.role == Role::Producer && graph.live_producers.fetch_sub(1, Ordering::AcqRel) == 1 {
+        wake_channels(g);
+    }
+    if graph.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+        graph.idle.notify_one();
+    }
+}
+
+/// The output side of an asynchronous [`Source`].
+pub struct Outlet {
+    g: Arc<Globals>,
+    out: Out,
+}
+
+impl Outlet {
+    pub fn globals(&self) -> &Arc<Globals> {
+        &self.g
+    }
+
+    /// Queues a value (nil is not sent); `flush` sends it.
+    pub fn emit(&mut self, v: Value) {
+        if !v.is_nil() {
+            self.out.buf.push(v);
+        }
+    }
+
+    /// Values queued and not yet sent.
+    pub fn pending(&self) -> usize {
+        self.out.buf.len()
+    }
+
+    /// Sends the queued values, waiting for room downstream (D2).
+    pub async fn flush(&mut self) {
+        self.out.flush(&self.g).await;
+    }
+
+    /// Every destination has closed: stop producing (5.7).
+    pub fn destinations_gone(&self) -> bool {
+        self.out.stream.orphaned.load(Ordering::Acquire)
+    }
+
+    /// Reports an error located at the stream's creation.
+    pub fn report(&self, e: RuntimeError) {
+        if !e.is_skip() {
+            self.g.report_error(&self.out.stream.locate(e));
+        }
+    }
+
+    /// Connects two streams (5.11).
+    pub fn connect(&self, src: &Arc<Stream>, dst: &Arc<Stream>) {
+        connect(&self.g, src, dst)
+    }
+}
+
+/// The input side of an asynchronous [`Sink`].
+pub struct Inlet {
+    g: Arc<Globals>,
+    stream: Arc<Stream>,
+    rx: mpsc::Receiver<Msg>,
+    done: bool,
+}
+
+impl Inlet {
+    pub fn globals(&self) -> &Arc<Globals> {
+        &self.g
+    }
+
+    /// The next batch of values; `None` once every input has ended.
+    pub async fn next(&mut self) -> Option<Vec<Value>> {
+        if self.done {
+            return None;
+        }
+        if self.stream.open_inputs.load(Ordering::Acquire) == 0 {
+            self.done = true;
+            return None;
+        }
+        loop {
+            match self.rx.recv().await {
+                Some(Msg::Batch(_, vals)) => return Some(vals),
+                Some(Msg::Closed(_)) => {
+                    if self.stream.open_inputs.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        self.done = true;
+                        return None;
+                    }
+                }
+                Some(Msg::Wake) => {}
+                None => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Whether a batch is waiting right now (a writer flushes when none is).
+    pub fn has_pending(&self) -> bool {
+        !self.rx.is_empty()
+    }
+
+    /// The printed form of a value (4.12), as a writer needs it.
+    pub fn display(&self, v: &Value, buf: &mut Vec<u8>) -> Result<(), RuntimeError> {
+        match v {
+            Value::Str(s) => {
+                buf.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
+            _ => {
+                let top = self.g.top_frame();
+                CallContext::with_top(&self.g, &top, None).write_display(buf, v)
+            }
+        }
+    }
+
+    /// Reports an error located at the stream's creation.
+    pub fn report(&self, e: RuntimeError) {
+        if !e.is_skip() {
+            self.g.report_error(&self.stream.locate(e));
+        }
     }
 }
 
@@ -297,6 +489,18 @@ impl Emitter for Out {
 }
 
 impl Out {
+    fn new(stream: &Arc<Stream>, lossy: bool) -> Out {
+        Out {
+            stream: stream.clone(),
+            buf: Vec::with_capacity(BATCH),
+            dests: Vec::new(),
+            version: u64::MAX,
+            closing: false,
+            lossy,
+            warned: Vec::new(),
+        }
+    }
+
     fn refresh_dests(&mut self) {
         let v = self.stream.dests_version.load(Ordering::Acquire);
         if v != self.version {
@@ -385,15 +589,7 @@ impl Task {
             top: g.top_frame(),
             stream: s.clone(),
             stage,
-            out: Out {
-                stream: s.clone(),
-                buf: Vec::with_capacity(BATCH),
-                dests: Vec::new(),
-                version: u64::MAX,
-                closing: false,
-                lossy,
-                warned: Vec::new(),
-            },
+            out: Out::new(s, lossy),
         }
     }
 
@@ -520,17 +716,8 @@ impl Task {
         }
         self.out.flush(&self.g).await;
         self.out.close().await;
-        self.stream.finished.store(true, Ordering::Release);
-        let graph = &self.g.graph;
-        if self.stream.role == Role::Producer
-            && graph.live_producers.fetch_sub(1, Ordering::AcqRel) == 1
-        {
-            wake_channels(&self.g);
-        }
         drop(self.stage);
-        if graph.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            graph.idle.notify_one();
-        }
+        finished(&self.g, &self.stream);
     }
 }
 
