@@ -12,4 +12,4 @@ pub mod ext;
 pub mod runtime;
 pub mod syntax;
 
-pub use eval::interp::{Interpreter, RunOptions};
+pub use eval::interp::{Interpreter, Outcome, RunOptions, Session};

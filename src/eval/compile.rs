@@ -75,20 +75,85 @@ pub fn compile_program(
     source: Arc<Source>,
     g: &Globals,
 ) -> Result<Arc<FnCode>, Vec<Diagnostic>> {
+    compile_top(program, source, g, &mut TopLevel::default())
+}
+
+/// The top-level scope of an interactive session, kept between inputs.
+#[derive(Default)]
+pub struct TopLevel {
+    slots: FxHashMap<Sym, u32>,
+    nslots: u32,
+    ns_names: FxHashMap<String, Vec<Sym>>,
+    /// Whether names bound by earlier inputs may be bound again (the REPL): a new
+    /// binding gets a new slot and shadows the old one from then on.
+    pub rebind: bool,
+}
+
+impl TopLevel {
+    /// The top level of an interactive session, where inputs may rebind names.
+    pub fn interactive() -> TopLevel {
+        TopLevel {
+            rebind: true,
+            ..Default::default()
+        }
+    }
+
+    /// Slots the top-level frame needs.
+    pub fn nslots(&self) -> u32 {
+        self.nslots
+    }
+
+    /// Names bound at top level so far (for completion).
+    pub fn names(&self) -> Vec<String> {
+        self.slots.keys().map(|s| s.name().to_owned()).collect()
+    }
+}
+
+/// Compiles one program, or one input of a session, against its top-level scope.
+pub fn compile_top(
+    program: &ast::Program,
+    source: Arc<Source>,
+    g: &Globals,
+    top: &mut TopLevel,
+) -> Result<Arc<FnCode>, Vec<Diagnostic>> {
+    let mut scope = Scope::new(ScopeKind::Top);
+    scope.slots = top.slots.clone();
+    scope.nslots = top.nslots;
     let mut c = Compiler {
         g,
         source: source.clone(),
-        scopes: vec![Scope::new(ScopeKind::Top)],
+        scopes: vec![scope],
         errors: Vec::new(),
-        ns_names: FxHashMap::default(),
+        ns_names: std::mem::take(&mut top.ns_names),
     };
     c.collect_namespace_names(&program.stmts);
+    if top.rebind {
+        // Earlier inputs' names that this input binds again get fresh slots.
+        let in_ns = false;
+        for s in &program.stmts {
+            if let Some(name) = binding_name(s, in_ns) {
+                let sym = Sym::new(&name.name);
+                if top.slots.contains_key(&sym) {
+                    let scope = c.scope();
+                    if scope.slots.get(&sym) == top.slots.get(&sym) {
+                        let slot = scope.nslots;
+                        scope.nslots += 1;
+                        scope.slots.insert(sym, slot);
+                    }
+                }
+            }
+        }
+    }
     c.prescan(&program.stmts);
     let body = c.stmts(&program.stmts);
     let scope = c.scopes.pop().expect("top scope");
     if !c.errors.is_empty() {
+        top.ns_names = c.ns_names;
         return Err(c.errors);
     }
+    top.slots = scope.slots.clone();
+    top.nslots = scope.nslots;
+    top.ns_names = c.ns_names;
     Ok(Arc::new(FnCode {
         name: None,
         body: FnBody::Plain { params: 0, body },

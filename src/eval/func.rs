@@ -88,6 +88,18 @@ impl Frame {
         }
     }
 
+    /// A permanent frame with `nslots` slots holding the bindings of `old` (the
+    /// top-level frame of a session grows with each input).
+    pub(crate) fn grown(old: &Frame, nslots: usize) -> Arc<Frame> {
+        let f = Frame::permanent(nslots.max(old.slots.len()), old.parent.clone());
+        for (i, slot) in old.slots.iter().enumerate() {
+            if let Some(v) = slot.get() {
+                let _ = f.slots[i].set(v.clone());
+            }
+        }
+        f
+    }
+
     /// The `depth`-th ancestor (0 = this frame).
     #[inline]
     pub(crate) fn ancestor(this: &Arc<Frame>, depth: u32) -> Option<&Arc<Frame>> {

@@ -83,6 +83,14 @@ impl Globals {
         self.prelude.write().insert(name, v);
     }
 
+    pub(crate) fn prelude_names(&self) -> Vec<String> {
+        self.prelude
+            .read()
+            .keys()
+            .map(|s| s.name().to_owned())
+            .collect()
+    }
+
     pub(crate) fn prelude_has(&self, name: &str) -> bool {
         self.prelude.read().contains_key(&Sym::new(name))
     }
@@ -213,6 +221,136 @@ impl Interpreter {
         };
         g.flush_all();
         status
+    }
+}
+
+/// What evaluating one input of a session gave.
+pub enum Outcome {
+    /// The input is an unfinished statement: read another line and try again.
+    Incomplete,
+    /// It ran. `value` is the value of the last statement if that was an expression.
+    Done { value: Option<Value> },
+    /// It failed; the rendered diagnostics.
+    Error(String),
+}
+
+/// An interactive session (the REPL): each input is compiled against the bindings of
+/// the earlier ones (which it may rebind) and runs at once; the streams it connects
+/// start immediately and run in the background.
+pub struct Session {
+    g: Arc<Globals>,
+    top: compile::TopLevel,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Interpreter {
+    /// Starts an interactive session with the given `ARGV`.
+    pub fn session(self, argv: Vec<String>) -> std::io::Result<Session> {
+        let g = self.g;
+        g.prelude_define(
+            Sym::new("ARGV"),
+            Value::array(argv.iter().map(|a| Value::str(a)).collect()),
+        );
+        let runtime = crate::runtime::stream::start_background(&g)?;
+        Ok(Session {
+            g,
+            top: compile::TopLevel::interactive(),
+            _runtime: runtime,
+        })
+    }
+}
+
+impl Session {
+    pub fn globals(&self) -> &Arc<Globals> {
+        &self.g
+    }
+
+    /// Evaluates one input. `name` names it in messages.
+    pub fn eval(&mut self, name: &str, text: &str) -> Outcome {
+        let source = Arc::new(Source::new(name, text));
+        let color = self.g.color;
+        let program = match parse(&source.text) {
+            Ok(p) => p,
+            Err(e) if e.incomplete => return Outcome::Incomplete,
+            Err(e) => return Outcome::Error(render(Some(&source), &e.to_diagnostic(), color)),
+        };
+        let is_expr = matches!(
+            program.stmts.last().map(|s| &s.kind),
+            Some(crate::syntax::ast::StmtKind::Expr(_))
+        );
+        let code = match compile::compile_top(&program, source.clone(), &self.g, &mut self.top) {
+            Ok(c) => c,
+            Err(diags) => {
+                return Outcome::Error(
+                    diags
+                        .iter()
+                        .map(|d| render(Some(&source), d, color))
+                        .collect(),
+                )
+            }
+        };
+        {
+            let mut top = self.g.top.write();
+            if (top.len() as u32) < self.top.nslots() {
+                *top = Frame::grown(&top, self.top.nslots() as usize);
+            }
+        }
+        let frame = self.g.top_frame();
+        let g = self.g.clone();
+        let r = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .stack_size(SCRIPT_STACK_SIZE)
+                .spawn_scoped(s, || {
+                    let mut cx = CallContext::new(&g, None);
+                    let mut act = Act {
+                        locals: Locals::Heap(&frame),
+                        env: None,
+                        source: &code.source,
+                    };
+                    let FnBody::Plain { body, .. } = &code.body else {
+                        unreachable!("the top level is a plain body")
+                    };
+                    finish_top(cx.exec_block(&mut act, body))
+                })
+                .map(|h| h.join())
+        });
+        self.g.out.flush();
+        match r {
+            Ok(Ok(Ok(v))) => Outcome::Done {
+                value: is_expr.then_some(v),
+            },
+            Ok(Ok(Err(e))) => Outcome::Error(e.render(color)),
+            Ok(Err(_)) => Outcome::Error("error: the evaluation thread failed\n".into()),
+            Err(e) => Outcome::Error(format!("error: cannot start evaluation: {e}\n")),
+        }
+    }
+
+    /// The inspected form of a value (4.12: strings quoted), as the REPL shows results.
+    pub fn inspect(&self, v: &Value) -> String {
+        let mut cx = CallContext::new(&self.g, None);
+        let mut out = Vec::new();
+        match cx.write_inspect(&mut out, v) {
+            Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+            Err(e) => format!("<error: {}>", e.message()),
+        }
+    }
+
+    /// Names for completion: top-level bindings and builtins; with `receiver_methods`,
+    /// the methods of every namespace.
+    pub fn completion_names(&self, receiver_methods: bool) -> Vec<String> {
+        let mut names = self.top.names();
+        if receiver_methods {
+            for ns in self.g.namespaces.all_names() {
+                if let Some(ns) = self.g.namespaces.get(&ns) {
+                    names.extend(ns.names().into_iter().map(|s| s.name().to_owned()));
+                }
+            }
+        } else {
+            names.extend(self.g.prelude_names());
+        }
+        names.sort();
+        names.dedup();
+        names
     }
 }
 

@@ -218,10 +218,17 @@ impl Io {
             return None;
         }
         if let IoKind::Custom(b) = &self.kind {
-            return self.read_stream.get_or_init(|| match b.make_reader() {
-                Some(s) => s,
-                None => Stream::new(Role::Producer, LineReader::new(Box::new(std::io::empty()), false)),
-            }).clone().into();
+            return self
+                .read_stream
+                .get_or_init(|| match b.make_reader() {
+                    Some(s) => s,
+                    None => Stream::new(
+                        Role::Producer,
+                        LineReader::new(Box::new(std::io::empty()), false),
+                    ),
+                })
+                .clone()
+                .into();
         }
         Some(
             self.read_stream
@@ -250,16 +257,20 @@ impl Io {
             return None;
         }
         if let IoKind::Custom(b) = &self.kind {
-            return self.write_stream.get_or_init(|| match b.make_writer() {
-                Some(s) => s,
-                None => Stream::new(
-                    Role::Consumer,
-                    LineWriter {
-                        target: WriteTarget::Closed,
-                        buf: Vec::new(),
-                    },
-                ),
-            }).clone().into();
+            return self
+                .write_stream
+                .get_or_init(|| match b.make_writer() {
+                    Some(s) => s,
+                    None => Stream::new(
+                        Role::Consumer,
+                        LineWriter {
+                            target: WriteTarget::Closed,
+                            buf: Vec::new(),
+                        },
+                    ),
+                })
+                .clone()
+                .into();
         }
         Some(
             self.write_stream

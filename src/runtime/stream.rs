@@ -170,12 +170,20 @@ impl Stream {
 
     /// A producer driven by an asynchronous [`Source`].
     pub fn source(source: impl Source) -> Arc<Stream> {
-        Stream::with_behaviour(Role::Producer, Behaviour::Source(Box::new(source)), EDGE_CAPACITY)
+        Stream::with_behaviour(
+            Role::Producer,
+            Behaviour::Source(Box::new(source)),
+            EDGE_CAPACITY,
+        )
     }
 
     /// A consumer driven by an asynchronous [`Sink`].
     pub fn sink(sink: impl Sink) -> Arc<Stream> {
-        Stream::with_behaviour(Role::Consumer, Behaviour::Sink(Box::new(sink)), EDGE_CAPACITY)
+        Stream::with_behaviour(
+            Role::Consumer,
+            Behaviour::Sink(Box::new(sink)),
+            EDGE_CAPACITY,
+        )
     }
 
     fn with_behaviour(role: Role, behaviour: Behaviour, capacity: usize) -> Arc<Stream> {
@@ -510,9 +518,21 @@ impl Out {
         }
     }
 
+    /// Drops destinations that have closed (e.g. a satisfied `take`), so that a stage
+    /// that has stopped emitting still learns that nobody listens (5.7).
+    fn prune_closed(&mut self) {
+        self.refresh_dests();
+        let dead: Vec<usize> = (0..self.dests.len())
+            .filter(|&i| self.dests[i].tx.is_closed())
+            .collect();
+        if !dead.is_empty() {
+            self.remove_dests(&dead);
+        }
+    }
+
     /// Sends the pending batch to every destination, waiting for room (D2).
     async fn flush(&mut self, g: &Globals) {
-        self.refresh_dests();
+        self.prune_closed();
         if self.buf.is_empty() {
             return;
         }
@@ -657,6 +677,9 @@ impl Task {
                             break;
                         }
                     }
+                    if self.out.buf.is_empty() {
+                        self.out.prune_closed();
+                    }
                     if self.out.buf.len() >= BATCH || rx.is_empty() {
                         self.out.flush(&self.g).await;
                         // Let the destination just woken run on another worker.
@@ -799,18 +822,21 @@ fn worker_count() -> usize {
 /// Native stack of runtime threads (stage callbacks may recurse deeply, D72).
 const WORKER_STACK_SIZE: usize = 512 << 20;
 
-/// Runs the graph until no stream can produce any more data (5.8).
-pub fn run_graph(g: &Arc<Globals>) {
-    if g.graph.pending.lock().is_empty() {
-        return;
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_count())
         .thread_stack_size(WORKER_STACK_SIZE)
         .thread_name("streem-worker")
         .enable_all()
         .build()
-    {
+}
+
+/// Runs the graph until no stream can produce any more data (5.8).
+pub fn run_graph(g: &Arc<Globals>) {
+    if g.graph.pending.lock().is_empty() {
+        return;
+    }
+    let rt = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             g.report_error(&RuntimeError::new(format!("cannot start the runtime: {e}")));
@@ -843,6 +869,20 @@ pub fn run_graph(g: &Arc<Globals>) {
     });
     g.graph.running.store(false, Ordering::Release);
     rt.shutdown_background();
+}
+
+/// Starts the runtime for an interactive session: from now on every connection
+/// starts its streams at once (5.11), and they run while the session waits for input.
+pub fn start_background(g: &Arc<Globals>) -> std::io::Result<tokio::runtime::Runtime> {
+    let rt = build_runtime()?;
+    let _ = g.graph.handle.set(rt.handle().clone());
+    g.graph.running.store(true, Ordering::Release);
+    rt.spawn(flush_periodically(g.clone()));
+    let pending = std::mem::take(&mut *g.graph.pending.lock());
+    for s in &pending {
+        start(g, s);
+    }
+    Ok(rt)
 }
 
 /// D39: output produced while the graph waits is written within a few milliseconds.
