@@ -23,6 +23,11 @@ pub const MAX_CALL_DEPTH: u32 = 200_000;
 /// instead of risking an overflow.
 const STACK_RED_ZONE: usize = 256 * 1024;
 
+thread_local! {
+    /// Lowest stack address calls on this thread may reach.
+    static STACK_FLOOR: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Non-local exits of evaluation: errors (including `skip`) and `return`.
 pub(crate) enum Ctrl {
     Err(RuntimeError),
@@ -684,7 +689,17 @@ impl<'a> CallContext<'a> {
         if !name.in_namespace() {
             return Ok(None);
         }
-        Ok(self.namespace_of(a0).and_then(|ns| ns.get(name)))
+        // Borrow the builtin namespaces: cloning their `Arc` on every call would make
+        // all workers write the same reference count.
+        let g = self.globals();
+        let ns = match a0 {
+            Value::Int(_) | Value::Float(_) => &g.ns_number,
+            Value::Str(_) => &g.ns_string,
+            Value::Time(_) => &g.ns_time,
+            Value::Native(_) => return Ok(self.namespace_of(a0).and_then(|ns| ns.get(name))),
+            _ => return Ok(None),
+        };
+        Ok(ns.get(name))
     }
 
     fn call_named(&mut self, act: &mut Act, name: Sym, var: VarRef, args: Args, span: Span) -> R {
@@ -813,10 +828,15 @@ impl<'a> CallContext<'a> {
         let marker = 0u8;
         let sp = std::hint::black_box(&marker) as *const u8 as usize;
         if self.stack_floor == 0 {
-            // Measured once per context: comparing addresses is much cheaper than asking
+            // Measured once per thread: comparing addresses is much cheaper than asking
             // for the remaining stack on every call.
-            let remaining = stacker::remaining_stack().unwrap_or(8 << 20);
-            self.stack_floor = sp.saturating_sub(remaining) + STACK_RED_ZONE;
+            self.stack_floor = STACK_FLOOR.with(|floor| {
+                if floor.get() == 0 {
+                    let remaining = stacker::remaining_stack().unwrap_or(8 << 20);
+                    floor.set(sp.saturating_sub(remaining) + STACK_RED_ZONE);
+                }
+                floor.get()
+            });
         }
         if self.depth > MAX_CALL_DEPTH || sp < self.stack_floor {
             self.depth -= 1;

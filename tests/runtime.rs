@@ -1,0 +1,153 @@
+//! Behaviour of the stream runtime seen from outside: bounded memory, long lines,
+//! end of input, broken pipes and signals. Every test is bounded in time.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn streem() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streem"))
+}
+
+/// Waits for the child at most `limit`, killing it if it does not end.
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn infinite_producer_into_a_reader_that_does_not_read_stays_bounded() {
+    // D2: `seq()` feeds a chain whose sink is a pipe nobody reads: the whole chain
+    // must be suspended by backpressure instead of buffering.
+    let mut child = streem()
+        .args(["-e", "seq() | map{x -> [x, x * 2]} | stdout"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss = rss_kib(child.id()).expect("rss");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(rss < 100 * 1024, "RSS grew to {rss} KiB");
+}
+
+#[test]
+fn a_ten_megabyte_line_is_read_whole() {
+    let mut child = streem()
+        .args(["-e", "stdin | map{l -> l.length()} | stdout"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let line = vec![b'x'; 10 << 20];
+        stdin.write_all(&line).unwrap();
+        stdin.write_all(b"\nshort\r\nlast").unwrap();
+    });
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    writer.join().unwrap();
+    assert!(wait_bounded(&mut child, Duration::from_secs(20)).is_some_and(|s| s.success()));
+    assert_eq!(out, format!("{}\n5\n4\n", 10 << 20));
+}
+
+#[test]
+fn dev_null_as_input_ends_at_once() {
+    let mut child = streem()
+        .args(["-e", "stdin | count() | stdout"])
+        .stdin(Stdio::from(std::fs::File::open("/dev/null").unwrap()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = wait_bounded(&mut child, Duration::from_secs(10)).expect("ended");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(out, "0\n");
+}
+
+#[test]
+fn a_closed_stdout_ends_the_program_quietly() {
+    // D40: `streem prog | head -1`.
+    for prog in ["seq() | stdout", "seq() | each{x -> print(x)}"] {
+        let mut child = streem()
+            .args(["-e", prog])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut first = [0u8; 2];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+        assert_eq!(&first, b"1\n");
+        drop(child.stdout.take());
+        let status = wait_bounded(&mut child, Duration::from_secs(10)).expect("ended");
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{prog}: {err}");
+        assert_eq!(err, "", "{prog}");
+    }
+}
+
+#[test]
+fn sigint_flushes_what_was_printed_and_exits_130() {
+    // D66: output buffered before the signal is not lost.
+    let mut child = streem()
+        .args(["-e", "print(\"before\"); seq() | each{x -> nil}"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id() as i32;
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    let status = wait_bounded(&mut child, Duration::from_secs(10)).expect("ended");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(out, "before\n");
+}
