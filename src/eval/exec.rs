@@ -296,6 +296,23 @@ impl<'a> CallContext<'a> {
             } => {
                 let a = self.eval(act, lhs)?;
                 let b = self.eval(act, rhs)?;
+                if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
+                    // The commonest case, without the general dispatch of `ops::arith`.
+                    if !BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = match op {
+                            Arith::Add => x.checked_add(*y).map(Value::Int),
+                            Arith::Sub => x.checked_sub(*y).map(Value::Int),
+                            Arith::Lt => Some(Value::Bool(x < y)),
+                            Arith::Le => Some(Value::Bool(x <= y)),
+                            Arith::Gt => Some(Value::Bool(x > y)),
+                            Arith::Ge => Some(Value::Bool(x >= y)),
+                            _ => None,
+                        };
+                        if let Some(r) = r {
+                            return Ok(r);
+                        }
+                    }
+                }
                 if let (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) = (&a, &b)
                 {
                     if !BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
