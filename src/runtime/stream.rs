@@ -238,12 +238,20 @@ impl Stream {
 #[derive(Default)]
 pub struct Graph {
     pending: Mutex<Vec<Arc<Stream>>>,
+    has_pending: AtomicBool,
     running: AtomicBool,
     handle: OnceLock<tokio::runtime::Handle>,
     live: AtomicUsize,
     live_producers: AtomicUsize,
     idle: Notify,
     channels: Mutex<Vec<Arc<Stream>>>,
+}
+
+impl Graph {
+    /// Wakes the graph runner to re-check whether it should stop (`exit`).
+    pub(crate) fn wake(&self) {
+        self.idle.notify_one();
+    }
 }
 
 /// Connects `src` to `dst` (both already converted to streams, 5.1).
@@ -259,14 +267,29 @@ pub fn connect(g: &Arc<Globals>, src: &Arc<Stream>, dst: &Arc<Stream>) {
         dests.push(Dest { tx, input });
         src.dests_version.fetch_add(1, Ordering::Release);
     }
+    // Streams start when the code that connects them is done (the script, a stage
+    // callback, a REPL input), never halfway through building a pipeline: a stage
+    // started before its destination is connected would emit into nothing.
     let graph = &g.graph;
-    if graph.running.load(Ordering::Acquire) {
-        start(g, dst);
-        start(g, src);
-    } else {
-        let mut pending = graph.pending.lock();
-        pending.push(src.clone());
-        pending.push(dst.clone());
+    let mut pending = graph.pending.lock();
+    pending.push(src.clone());
+    pending.push(dst.clone());
+    graph.has_pending.store(true, Ordering::Release);
+}
+
+/// Starts the streams connected since the last call (while the graph runs).
+pub fn start_pending(g: &Arc<Globals>) {
+    let graph = &g.graph;
+    if !graph.has_pending.load(Ordering::Acquire) || !graph.running.load(Ordering::Acquire) {
+        return;
+    }
+    let pending = {
+        let mut p = graph.pending.lock();
+        graph.has_pending.store(false, Ordering::Release);
+        std::mem::take(&mut *p)
+    };
+    for s in &pending {
+        start(g, s);
     }
 }
 
@@ -391,9 +414,16 @@ impl Outlet {
         }
     }
 
-    /// Connects two streams (5.11).
+    /// Connects two streams (5.11); they start when this is called again or when
+    /// `start_connected` is called.
     pub fn connect(&self, src: &Arc<Stream>, dst: &Arc<Stream>) {
         connect(&self.g, src, dst)
+    }
+
+    /// Starts the streams connected so far (a source that builds pipelines calls this
+    /// once a pipeline is complete).
+    pub fn start_connected(&self) {
+        start_pending(&self.g)
     }
 }
 
@@ -639,6 +669,7 @@ impl Task {
                 let (stage, mut cx) = self.context();
                 stage.produce(&mut cx)
             };
+            start_pending(&self.g);
             self.out.flush(&self.g).await;
             match r {
                 Ok(Produce::More) if !self.out.closing => tokio::task::yield_now().await,
@@ -677,6 +708,7 @@ impl Task {
                             break;
                         }
                     }
+                    start_pending(&self.g);
                     if self.out.buf.is_empty() {
                         self.out.prune_closed();
                     }
@@ -699,6 +731,7 @@ impl Task {
                     if let Err(e) = r {
                         self.report(e);
                     }
+                    start_pending(&self.g);
                     self.out.flush(&self.g).await;
                     open = self.stream.open_inputs.fetch_sub(1, Ordering::AcqRel) - 1;
                     if self.out.closing || (open == 0 && !keeps_open) {
@@ -737,6 +770,7 @@ impl Task {
         if let Err(e) = r {
             self.report(e);
         }
+        start_pending(&self.g);
         self.out.flush(&self.g).await;
         self.out.close().await;
         drop(self.stage);
@@ -846,6 +880,7 @@ pub fn run_graph(g: &Arc<Globals>) {
     let _ = g.graph.handle.set(rt.handle().clone());
     g.graph.running.store(true, Ordering::Release);
     let pending = std::mem::take(&mut *g.graph.pending.lock());
+    g.graph.has_pending.store(false, Ordering::Release);
     // Count every task before any starts, so that the first to finish cannot see
     // the graph as idle while others are still being started.
     g.graph.live.fetch_add(1, Ordering::AcqRel);
@@ -858,7 +893,7 @@ pub fn run_graph(g: &Arc<Globals>) {
         if g2.graph.live.fetch_sub(1, Ordering::AcqRel) != 1 {
             loop {
                 let notified = g2.graph.idle.notified();
-                if g2.graph.live.load(Ordering::Acquire) == 0 {
+                if g2.graph.live.load(Ordering::Acquire) == 0 || g2.exit_requested().is_some() {
                     break;
                 }
                 wake_channels(&g2);
