@@ -294,14 +294,16 @@ impl<'a> CallContext<'a> {
             Expr::Binary {
                 op, lhs, rhs, span, ..
             } => {
-                let a = self.eval(act, lhs)?;
-                let b = self.eval(act, rhs)?;
+                let a = self.operand(act, lhs)?;
+                let b = self.operand(act, rhs)?;
                 if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
                     // The commonest case, without the general dispatch of `ops::arith`.
                     if !BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
                         let r = match op {
                             Arith::Add => x.checked_add(*y).map(Value::Int),
                             Arith::Sub => x.checked_sub(*y).map(Value::Int),
+                            Arith::Mul => x.checked_mul(*y).map(Value::Int),
+                            Arith::Mod if *y != 0 => Some(Value::Int(x.wrapping_rem(*y))),
                             Arith::Lt => Some(Value::Bool(x < y)),
                             Arith::Le => Some(Value::Bool(x <= y)),
                             Arith::Gt => Some(Value::Bool(x > y)),
@@ -320,6 +322,18 @@ impl<'a> CallContext<'a> {
                     }
                 }
                 self.binary_slow(act, e, a, b)
+            }
+            Expr::Equal {
+                negate, lhs, rhs, ..
+            } => {
+                let a = self.operand(act, lhs)?;
+                let b = self.operand(act, rhs)?;
+                // Numbers and strings have no namespace `==`: compare directly.
+                match (&a, &b) {
+                    (Value::Int(x), Value::Int(y)) => Ok(Value::Bool((x == y) != *negate)),
+                    (Value::Str(x), Value::Str(y)) => Ok(Value::Bool((x == y) != *negate)),
+                    _ => self.equal_slow(act, e, a, b),
+                }
             }
             Expr::If { cond, then, els } => {
                 if self.eval(act, cond)?.truthy() {
@@ -340,6 +354,30 @@ impl<'a> CallContext<'a> {
                 self.call_named(act, *name, *var, vals, *span)
             }
             _ => self.eval_cold(act, e),
+        }
+    }
+
+    /// Evaluates an operand, reading constants and stack locals without a call to
+    /// `eval` (operands are mostly such leaves).
+    #[inline(always)]
+    fn operand(&mut self, act: &mut Act, e: &Expr) -> R {
+        match e {
+            Expr::Const(v, _) => Ok(v.clone()),
+            Expr::Var {
+                var: VarRef::Local(i),
+                name,
+                span,
+            } => {
+                let v = match &act.locals {
+                    Locals::Stack(slots) => slots[*i as usize].clone(),
+                    Locals::Heap(f) => Frame::get(f, *i),
+                };
+                match v {
+                    Some(v) => Ok(v),
+                    None => Err(self.undefined(act, *name, *span)),
+                }
+            }
+            _ => self.eval(act, e),
         }
     }
 
@@ -375,6 +413,41 @@ impl<'a> CallContext<'a> {
     }
 
     #[inline(never)]
+    fn equal_slow(&mut self, act: &mut Act, e: &Expr, a: Value, b: Value) -> R {
+        let Expr::Equal {
+            negate,
+            name,
+            var,
+            span,
+            ..
+        } = e
+        else {
+            unreachable!()
+        };
+        let custom = match &a {
+            Value::Array(arr) => arr.class.as_ref().and_then(|c| c.get(*name)),
+            Value::Native(_) => self.namespace_of(&a).and_then(|ns| ns.get(*name)),
+            _ => None,
+        };
+        match custom {
+            Some(f) => self
+                .call_value(&f, &[a, b])
+                .map_err(|e| located(e, act.source, *span)),
+            None => {
+                // A user may also rebind `==` lexically; honour it.
+                if !matches!(var, VarRef::Prelude) {
+                    if let Some(f) = self.read_var(act, *var, *name) {
+                        return self
+                            .call_value(&f, &[a, b])
+                            .map_err(|e| located(e, act.source, *span));
+                    }
+                }
+                Ok(Value::Bool(ops::equals(&a, &b) != *negate))
+            }
+        }
+    }
+
+    #[inline(never)]
     fn eval_cold(&mut self, act: &mut Act, e: &Expr) -> R {
         match e {
             Expr::Const(v, _) => Ok(v.clone()),
@@ -406,37 +479,8 @@ impl<'a> CallContext<'a> {
                 let args: Args = smallvec::smallvec![a, b];
                 self.call_operator(act, *name, *var, args, *span, Some(*op))
             }
-            Expr::Equal {
-                negate,
-                name,
-                var,
-                lhs,
-                rhs,
-                span,
-            } => {
-                let a = self.eval(act, lhs)?;
-                let b = self.eval(act, rhs)?;
-                let custom = match &a {
-                    Value::Array(arr) => arr.class.as_ref().and_then(|c| c.get(*name)),
-                    Value::Native(_) => self.namespace_of(&a).and_then(|ns| ns.get(*name)),
-                    _ => None,
-                };
-                match custom {
-                    Some(f) => self
-                        .call_value(&f, &[a, b])
-                        .map_err(|e| located(e, act.source, *span)),
-                    None => {
-                        // A user may also rebind `==` lexically; honour it.
-                        if !matches!(var, VarRef::Prelude) {
-                            if let Some(f) = self.read_var(act, *var, *name) {
-                                return self
-                                    .call_value(&f, &[a, b])
-                                    .map_err(|e| located(e, act.source, *span));
-                            }
-                        }
-                        Ok(Value::Bool(ops::equals(&a, &b) != *negate))
-                    }
-                }
+            Expr::Equal { .. } => {
+                unreachable!("handled in eval")
             }
             Expr::And(l, r) => {
                 let a = self.eval(act, l)?;
@@ -617,7 +661,7 @@ impl<'a> CallContext<'a> {
         let mut out = Args::with_capacity(args.len());
         for a in args {
             match a {
-                Arg::Pos(e) => out.push(self.eval(act, e)?),
+                Arg::Pos(e) => out.push(self.operand(act, e)?),
                 Arg::Splat(e) => match self.eval(act, e)? {
                     Value::Array(arr) => out.extend(arr.items.iter().cloned()),
                     other => {
@@ -901,6 +945,22 @@ impl<'a> CallContext<'a> {
                         source: &code.source,
                     };
                     finish(self.exec_block(&mut act, body))
+                } else if layout.nslots <= 4 {
+                    // The common small function: slots in a plain array, and a body of
+                    // one expression evaluated without the statement loop.
+                    let mut slots: [Option<Value>; 4] = [None, None, None, None];
+                    for (s, a) in slots.iter_mut().zip(args) {
+                        *s = Some(a.clone());
+                    }
+                    let mut act = Act {
+                        locals: Locals::Stack(&mut slots[..layout.nslots as usize]),
+                        env,
+                        source: &code.source,
+                    };
+                    match &body[..] {
+                        [Stmt::Expr(e)] => finish(self.eval(&mut act, e)),
+                        _ => finish(self.exec_block(&mut act, body)),
+                    }
                 } else {
                     let mut slots: SmallVec<[Option<Value>; 8]> =
                         smallvec::smallvec![None; layout.nslots as usize];
