@@ -4,7 +4,7 @@
 //! ```text
 //! streem [OPTIONS] FILE [ARGS ...]
 //! streem [OPTIONS] -e PROGRAM [ARGS ...]
-//! streem [OPTIONS]                 # program from standard input
+//! streem [OPTIONS]                 # program from standard input, or the REPL
 //! ```
 //!
 //! Parsing is the pure function [`parse_args`], so every rule of D67 is unit-tested
@@ -83,6 +83,8 @@ Examples:
   streem prog.strm a -- -x                 ARGV is [\"a\", \"--\", \"-x\"]
   streem -c prog.strm                      check only: Syntax OK or Syntax NG
   echo 'print(1 + 1)' | streem             the program from standard input
+  streem                                   on a terminal: the interactive REPL
+                                           (type :help there)
   seq 5 | streem -e 'stdin | map{l -> number(l) * 2} | stdout'
 
 Environment:
@@ -90,7 +92,7 @@ Environment:
                    (default: the available parallelism)
 
 Exit status: 0 on success, 1 for errors in the program, 2 for usage errors,
-n for exit(n).";
+n for exit(n), 130/143 after SIGINT/SIGTERM.";
 
 /// The clap definition. Option processing stops at the first positional argument
 /// (`trailing_var_arg`): that one is the program file, or with `-e` the first script
@@ -247,9 +249,8 @@ fn load(program: &ProgramSource) -> Result<Source, (String, io::Error)> {
                 Err(e) => Err((name, e)),
             }
         }
-        // The interactive REPL for a terminal (7.2) is not there yet: until then a
-        // terminal is read to end of file like any other standard input, as the
-        // original does.
+        // Standard input that is not a terminal (a terminal gets the REPL instead,
+        // see `main`; with `-c` or `-` it is read to end of file).
         ProgramSource::Stdin { .. } => {
             let mut text = Vec::new();
             match io::stdin().lock().read_to_end(&mut text) {
@@ -282,6 +283,14 @@ pub fn main() -> i32 {
     if let Err(message) = check_worker_max(std::env::var_os("STRM_WORKER_MAX").as_deref()) {
         eprintln!("streem: {message}");
         return USAGE_ERROR;
+    }
+    // No program and a terminal: the interactive REPL (7.2). `-c` still checks what
+    // standard input gives.
+    if invocation.program == (ProgramSource::Stdin { explicit: false })
+        && !invocation.check
+        && io::stdin().is_terminal()
+    {
+        return crate::repl::run(invocation.argv);
     }
     let source = match load(&invocation.program) {
         Ok(source) => Arc::new(source),

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use streem::syntax::{parse, ParseError};
+use streem::{parse, ParseError};
 
 /// Parses and checks the basic invariants of the result.
 fn check(src: &[u8]) -> Option<ParseError> {

@@ -18,8 +18,7 @@ fn print_values(cx: &mut CallContext, vals: &[Value]) -> Result<Value, RuntimeEr
     out.write_line(&line);
     if out.is_broken() {
         // D40: nowhere left to write; end quietly like exit(0).
-        cx.globals().flush_all();
-        std::process::exit(0);
+        return Err(cx.globals().request_exit(0));
     }
     Ok(Value::Nil)
 }
@@ -58,8 +57,8 @@ pub fn register(r: &Registry) {
         let a = Args::new("exit", vals);
         a.arity(0, 1)?;
         let status = if vals.is_empty() { 0 } else { a.int(0)? };
-        cx.globals().flush_all();
-        std::process::exit(status as i32)
+        // Ends the process (command line) or unwinds to `Interpreter::run` (embedded).
+        Err(cx.globals().request_exit(status as i32))
     });
 
     r.define_fn("match", |cx, vals| {

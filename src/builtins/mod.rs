@@ -10,6 +10,7 @@ pub mod io;
 pub mod iter;
 pub mod kvs;
 pub mod math;
+pub mod net;
 pub mod number;
 pub mod pipe;
 pub mod random;
@@ -29,6 +30,7 @@ pub fn register_all(r: &Registry) {
     pipe::register(r);
     combine::register(r);
     io::register(r);
+    net::register(r);
     iter::register(r);
     time::register(r);
     math::register(r);

@@ -187,6 +187,7 @@ impl<T> Reservoir<T> {
         }
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn into_sample(self) -> Vec<T> {
         self.kept
     }

@@ -80,6 +80,7 @@ impl Sum {
         true
     }
 
+    #[allow(dead_code)]
     pub fn count(&self) -> u64 {
         self.n
     }

@@ -764,6 +764,23 @@ impl<'a> CallContext<'a> {
     }
 
     fn call_named(&mut self, act: &mut Act, name: Sym, var: VarRef, args: Args, span: Span) -> R {
+        // Methods of the builtin namespaces are called straight from the namespace's
+        // table, without cloning the function value.
+        if name.in_namespace() {
+            let g = self.g;
+            let ns = match args.first() {
+                Some(Value::Int(_) | Value::Float(_)) => Some(&g.ns_number),
+                Some(Value::Str(_)) => Some(&g.ns_string),
+                Some(Value::Time(_)) => Some(&g.ns_time),
+                _ => None,
+            };
+            if let Some(ns) = ns {
+                let r = ns.with_value(name, |f| f.map(|f| self.call_value(f, &args)));
+                if let Some(r) = r {
+                    return r.map_err(|e| located(e, act.source, span));
+                }
+            }
+        }
         let f = match args.first() {
             Some(a0) => match self.dispatch(name, a0, args.len()) {
                 Ok(Some(f)) => Some(f),

@@ -130,27 +130,37 @@ pub struct NativeFn {
     /// A stage constructor (D32): used bare as a pipe destination it is called with
     /// no arguments to build the stage.
     pub stage_constructor: bool,
+    /// The Rust closure.
     pub f: Box<NativeFnPtr>,
 }
 
-/// A callable value.
+/// A callable value. Call any of them with [`CallContext::call`]; the fields of
+/// `Closure` and `Generic` are internal (not part of the stable API).
+#[non_exhaustive]
 pub enum Func {
     /// A lambda or case lambda with the frame it was created in.
     Closure {
+        #[doc(hidden)]
         code: Arc<FnCode>,
+        #[doc(hidden)]
         env: Option<Arc<Frame>>,
     },
+    /// A native function (builtin or extension).
     Native(NativeFn),
     /// `&name`: an ordinary call of `name` in the scope where it was written.
     Generic {
+        #[doc(hidden)]
         name: Sym,
         /// Lexical binding relative to `env` (`Up(0, i)` is a slot of `env`).
+        #[doc(hidden)]
         var: VarRef,
+        #[doc(hidden)]
         env: Option<Arc<Frame>>,
     },
 }
 
 impl Func {
+    /// The registered name of a native function.
     pub fn native_name(&self) -> Option<&str> {
         match self {
             Func::Native(n) => Some(&n.name),

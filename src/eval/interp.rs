@@ -660,6 +660,12 @@ impl SignalHub {
     }
 
     pub(crate) fn subscribe(&self, signal: i32, f: SignalFn) -> std::io::Result<SignalId> {
+        if signal_hook::consts::FORBIDDEN.contains(&signal) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("signal {signal} cannot be handled"),
+            ));
+        }
         let mut st = self.state.lock();
         self.listen(&mut st, signal)?;
         st.next_id += 1;

@@ -12,6 +12,3 @@ pub mod ops;
 pub mod print;
 pub mod symbol;
 pub mod value;
-
-pub use error::RuntimeError;
-pub use value::Value;

@@ -3,7 +3,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
 use super::symbol::Sym;
@@ -18,12 +19,18 @@ pub struct Binding {
     pub native: bool,
 }
 
+/// A namespace: the methods and values of a type (`number`, `string`, `array`, `time`,
+/// a native object's) or of a user namespace/class (3.3, 3.5).
 pub struct Namespace {
+    /// Its name.
     pub name: String,
     /// Builtin namespaces (number, string, ...) cannot be instantiated with `new`.
     pub builtin: bool,
     has_string: AtomicBool,
-    table: RwLock<FxHashMap<Sym, Binding>>,
+    /// Read on every method call, written almost never (definitions): readers load
+    /// a snapshot without locking or touching a shared counter.
+    table: ArcSwap<FxHashMap<Sym, Binding>>,
+    writer: Mutex<()>,
 }
 
 /// Set when user code overrides an operator of a builtin namespace, which turns
@@ -31,31 +38,38 @@ pub struct Namespace {
 pub static BUILTIN_OPERATOR_OVERRIDDEN: AtomicBool = AtomicBool::new(false);
 
 impl Namespace {
-    pub fn new(name: &str, builtin: bool) -> Namespace {
+    pub(crate) fn new(name: &str, builtin: bool) -> Namespace {
         Namespace {
             name: name.to_owned(),
             builtin,
             has_string: AtomicBool::new(false),
-            table: RwLock::new(FxHashMap::default()),
+            table: ArcSwap::from_pointee(FxHashMap::default()),
+            writer: Mutex::new(()),
         }
     }
 
     #[inline]
-    pub fn get(&self, name: Sym) -> Option<Value> {
+    pub(crate) fn get(&self, name: Sym) -> Option<Value> {
         if !name.in_namespace() {
             return None;
         }
-        self.table.read().get(&name).map(|b| b.value.clone())
+        self.table.load().get(&name).map(|b| b.value.clone())
     }
 
-    pub fn binding(&self, name: Sym) -> Option<Binding> {
-        self.table.read().get(&name).cloned()
+    /// The value bound to `name` (a method or a value), if any.
+    pub fn lookup(&self, name: &str) -> Option<Value> {
+        self.get(Sym::new(name))
+    }
+
+    pub(crate) fn binding(&self, name: Sym) -> Option<Binding> {
+        self.table.load().get(&name).cloned()
     }
 
     /// Binds a name. Returns the existing binding instead when the name is already
     /// bound by user code (D11); a native binding may be overridden (D70).
-    pub fn define(&self, name: Sym, binding: Binding) -> Result<(), Binding> {
-        let mut table = self.table.write();
+    pub(crate) fn define(&self, name: Sym, binding: Binding) -> Result<(), Binding> {
+        let _writer = self.writer.lock();
+        let mut table: FxHashMap<Sym, Binding> = (**self.table.load()).clone();
         if let Some(old) = table.get(&name) {
             if !old.native {
                 return Err(old.clone());
@@ -69,6 +83,7 @@ impl Namespace {
         }
         name.mark_in_namespace();
         table.insert(name, binding);
+        self.table.store(std::sync::Arc::new(table));
         Ok(())
     }
 
@@ -78,11 +93,22 @@ impl Namespace {
         self.has_string.load(Ordering::Relaxed)
     }
 
+    /// Calls `f` with the binding of `name` without cloning it (the snapshot stays
+    /// alive for the duration of `f`).
+    #[inline]
+    pub fn with_value<R>(&self, name: Sym, f: impl FnOnce(Option<&Value>) -> R) -> R {
+        if !name.in_namespace() {
+            return f(None);
+        }
+        let table = self.table.load();
+        f(table.get(&name).map(|b| &b.value))
+    }
+
     /// Bindings that `import` copies (not methods).
-    pub fn importable(&self) -> Vec<(Sym, Value)> {
+    pub(crate) fn importable(&self) -> Vec<(Sym, Value)> {
         let mut v: Vec<(Sym, Value)> = self
             .table
-            .read()
+            .load()
             .iter()
             .filter(|(_, b)| !b.is_method)
             .map(|(k, b)| (*k, b.value.clone()))
@@ -91,8 +117,8 @@ impl Namespace {
         v
     }
 
-    pub fn names(&self) -> Vec<Sym> {
-        self.table.read().keys().copied().collect()
+    pub(crate) fn names(&self) -> Vec<Sym> {
+        self.table.load().keys().copied().collect()
     }
 }
 

@@ -19,10 +19,12 @@ use crate::runtime::stream::Stream;
 pub struct Str(ThinArc<(), u8>);
 
 impl Str {
+    /// A string holding a copy of `bytes`.
     pub fn new(bytes: &[u8]) -> Str {
         Str(ThinArc::from_header_and_slice((), bytes))
     }
 
+    /// The bytes of the string.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0.slice
     }
@@ -32,6 +34,7 @@ impl Str {
         String::from_utf8_lossy(self.as_bytes())
     }
 
+    /// Whether both are the same allocation.
     pub fn ptr_eq(a: &Str, b: &Str) -> bool {
         std::ptr::eq(a.0.as_ptr(), b.0.as_ptr())
     }
@@ -74,12 +77,16 @@ pub type Fields = Arc<[Option<Str>]>;
 
 /// An array, struct (with field names) or object (with a class), spec 4.5.
 pub struct Array {
+    /// The elements.
     pub items: Vec<Value>,
+    /// Field names of a struct (`[a: 1, b: 2]`), one per element.
     pub fields: Option<Fields>,
+    /// The class of an object (made by `new`): methods dispatch to it.
     pub class: Option<Arc<Namespace>>,
 }
 
 impl Array {
+    /// A plain array (no field names, no class).
     pub fn plain(items: Vec<Value>) -> Array {
         Array {
             items,
@@ -97,6 +104,7 @@ impl Array {
             .and_then(|i| self.items.get(i))
     }
 
+    /// Whether this is a struct (has field names).
     pub fn has_fields(&self) -> bool {
         self.fields.is_some()
     }
@@ -118,6 +126,7 @@ pub struct Time {
     pub secs: i64,
     /// Sub-second part, 0..1e9.
     pub nanos: u32,
+    /// How it is displayed.
     pub offset: TimeOffset,
 }
 
@@ -137,56 +146,92 @@ pub trait NativeObject: Any + Send + Sync {
     fn display(&self) -> String {
         format!("<obj:{}>", self.namespace())
     }
-    /// Equality with another native object; identity by default.
+    /// Equality with another native object (4.9): `Some(answer)`, or `None` (the
+    /// default) for identity.
     fn equals(&self, _other: &dyn NativeObject) -> Option<bool> {
         None
     }
+    /// The object as `Any`, to downcast it (`Args::native` does): implement it as `self`.
     fn as_any(&self) -> &dyn Any;
 }
 
 /// Holder so that `Value::Native` is a thin pointer.
-pub struct NativeBox(pub Box<dyn NativeObject>);
+pub struct NativeBox(
+    /// The object.
+    pub Box<dyn NativeObject>,
+);
 
-/// A Streem value (spec 4.1).
+/// A Streem value (spec 4.1): cloneable (a reference-count increment for heap
+/// values), `Send + Sync`, 16 bytes.
+///
+/// ```
+/// use streem::ext::{Value, inspect};
+///
+/// let row = Value::array(vec![Value::Int(1), 2.5.into(), "three".into(), Value::Nil]);
+/// assert_eq!(inspect(&row), "[1, 2.5, \"three\", nil]");
+/// let items = &row.as_array().unwrap().items;
+/// assert_eq!(items[0].as_int(), Some(1));
+/// assert_eq!(items[1].as_int(), Some(2));          // truncated
+/// assert_eq!(items[2].as_bytes(), Some(&b"three"[..]));
+/// assert!(!items[3].truthy() && Value::Int(0).truthy());   // D13
+/// assert_eq!(items[2].type_name(), "string");
+/// ```
 #[derive(Clone, Default)]
 pub enum Value {
+    /// `nil`.
     #[default]
     Nil,
+    /// `true` / `false`.
     Bool(bool),
+    /// An integer (4.3).
     Int(i64),
+    /// A float (4.3).
     Float(f64),
+    /// A string (any bytes, 4.4).
     Str(Str),
+    /// An array, struct or object (4.5).
     Array(Arc<Array>),
+    /// A function: lambda, native function or `&name` (4.6).
     Func(Arc<Func>),
+    /// A stream (a node of the graph).
     Stream(Arc<Stream>),
+    /// An io object (4.7).
     Io(Arc<Io>),
+    /// A time (4.8).
     Time(Arc<Time>),
+    /// A native object of an extension or builtin ([`NativeObject`]).
     Native(Arc<NativeBox>),
 }
 
 const _: () = assert!(std::mem::size_of::<Value>() == 16);
 
 impl Value {
+    /// A string value (copied).
     pub fn str(s: &str) -> Value {
         Value::Str(Str::from(s))
     }
 
+    /// A string value from any bytes (copied).
     pub fn bytes(b: &[u8]) -> Value {
         Value::Str(Str::new(b))
     }
 
+    /// A plain array value.
     pub fn array(items: Vec<Value>) -> Value {
         Value::Array(Arc::new(Array::plain(items)))
     }
 
+    /// A time value.
     pub fn time(t: Time) -> Value {
         Value::Time(Arc::new(t))
     }
 
+    /// A native object value; its methods live in the namespace it names.
     pub fn native(obj: impl NativeObject) -> Value {
         Value::Native(Arc::new(NativeBox(Box::new(obj))))
     }
 
+    /// Whether this is `nil`.
     pub fn is_nil(&self) -> bool {
         matches!(self, Value::Nil)
     }
@@ -197,6 +242,7 @@ impl Value {
         !matches!(self, Value::Nil | Value::Bool(false))
     }
 
+    /// A number as a float.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Int(i) => Some(*i as f64),
@@ -214,6 +260,7 @@ impl Value {
         }
     }
 
+    /// The bytes of a string.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Value::Str(s) => Some(s.as_bytes()),
@@ -221,6 +268,7 @@ impl Value {
         }
     }
 
+    /// An array, struct or object.
     pub fn as_array(&self) -> Option<&Arc<Array>> {
         match self {
             Value::Array(a) => Some(a),
@@ -228,8 +276,17 @@ impl Value {
         }
     }
 
+    /// Whether this is an integer or a float.
     pub fn is_number(&self) -> bool {
         matches!(self, Value::Int(_) | Value::Float(_))
+    }
+
+    /// A native object of type `T`.
+    pub fn as_native<T: NativeObject>(&self) -> Option<&T> {
+        match self {
+            Value::Native(n) => n.0.as_any().downcast_ref::<T>(),
+            _ => None,
+        }
     }
 
     /// Short type name for messages.

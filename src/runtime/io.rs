@@ -44,6 +44,7 @@ impl Write for FdWriter {
 }
 
 impl Output {
+    /// A writer to `sink`.
     pub fn new(sink: Box<dyn Write + Send>) -> Arc<Output> {
         Arc::new(Output {
             inner: Mutex::new(OutputInner {
@@ -54,10 +55,12 @@ impl Output {
         })
     }
 
+    /// The writer of the process's standard output (descriptor 1).
     pub fn stdout() -> Arc<Output> {
         Output::new(Box::new(FdWriter(1)))
     }
 
+    /// The writer of the process's standard error (descriptor 2).
     pub fn stderr() -> Arc<Output> {
         Output::new(Box::new(FdWriter(2)))
     }
@@ -99,6 +102,7 @@ impl Output {
         }
     }
 
+    /// Writes pending output to the sink.
     pub fn flush(&self) {
         let mut inner = self.inner.lock();
         self.flush_locked(&mut inner);
@@ -122,17 +126,64 @@ impl Output {
     }
 }
 
+/// What an io object allows (4.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoMode {
+    /// Reading only (`stdin`, `fread`).
     Read,
+    /// Writing only (`stdout`, `fwrite`).
     Write,
+    /// Both (sockets).
     ReadWrite,
 }
 
 /// What an io object of an extension (a socket, ...) provides: its read stream (a
 /// producer of lines) and write stream (a consumer), each created once on first use.
+///
+/// ```
+/// use std::sync::Arc;
+/// use streem::ext::{Capture, Io, IoBackend, IoMode, Stream, Value};
+/// use streem::{Interpreter, RunOptions};
+///
+/// /// An io object reading fixed lines (a real one wraps a socket, see extensions/unix).
+/// struct Canned;
+///
+/// impl IoBackend for Canned {
+///     fn make_reader(&self) -> Option<Arc<Stream>> {
+///         let lines = vec![Value::str("one"), Value::str("two")];
+///         Some(Stream::source(Lines(lines)))
+///     }
+///     fn make_writer(&self) -> Option<Arc<Stream>> {
+///         None
+///     }
+/// }
+///
+/// struct Lines(Vec<Value>);
+///
+/// impl streem::ext::Source for Lines {
+///     fn run<'a>(self: Box<Self>, out: &'a mut streem::ext::Outlet) -> streem::ext::BoxFuture<'a> {
+///         Box::pin(async move {
+///             for v in self.0 {
+///                 out.emit(v);
+///             }
+///         })
+///     }
+/// }
+///
+/// let interp = Interpreter::new();
+/// interp.registry().define_fn("canned", |_cx, _vals| {
+///     Ok(Value::Io(Io::custom(-1, IoMode::Read, Canned)))
+/// });
+/// let out = Capture::new();
+/// interp.set_stdout(out.clone());
+/// let status = interp.run_str("-e", "c = canned(); print(c); c | stdout",
+///                             vec![], &RunOptions::default());
+/// assert_eq!((status, out.text()), (0, "<io: fd=-1 mode=r>\none\ntwo\n".to_string()));
+/// ```
 pub trait IoBackend: Send + Sync + 'static {
+    /// The read stream, usually `Stream::source(..)`; `None`: reads nothing.
     fn make_reader(&self) -> Option<Arc<Stream>>;
+    /// The write stream, usually `Stream::sink(..)`; `None`: discards.
     fn make_writer(&self) -> Option<Arc<Stream>>;
 }
 
@@ -149,6 +200,7 @@ enum IoKind {
 /// created on first use and then reused (4.7).
 pub struct Io {
     fd: i32,
+    /// Read, write or both.
     pub mode: IoMode,
     kind: IoKind,
     read_stream: OnceLock<Arc<Stream>>,
@@ -156,14 +208,17 @@ pub struct Io {
 }
 
 impl Io {
+    /// Standard input (`stdin`).
     pub fn stdin() -> Arc<Io> {
         Io::new(0, IoMode::Read, IoKind::Stdin)
     }
 
+    /// Standard output (`stdout`).
     pub fn stdout() -> Arc<Io> {
         Io::new(1, IoMode::Write, IoKind::Stdout)
     }
 
+    /// Standard error (`stderr`).
     pub fn stderr() -> Arc<Io> {
         Io::new(2, IoMode::Write, IoKind::Stderr)
     }
@@ -190,14 +245,17 @@ impl Io {
         })
     }
 
+    /// The file descriptor it shows (`<io: fd=N ...>`).
     pub fn fd(&self) -> i32 {
         self.fd
     }
 
+    /// Whether it can be a pipe source.
     pub fn readable(&self) -> bool {
         matches!(self.mode, IoMode::Read | IoMode::ReadWrite)
     }
 
+    /// Whether it can be a pipe destination.
     pub fn writable(&self) -> bool {
         matches!(self.mode, IoMode::Write | IoMode::ReadWrite)
     }
@@ -312,6 +370,7 @@ pub struct LineReader {
 }
 
 impl LineReader {
+    /// A line reader over `reader`; `interactive`: flush standard output before each read.
     pub fn new(reader: Box<dyn Read + Send>, interactive: bool) -> LineReader {
         LineReader {
             reader,

@@ -32,8 +32,11 @@ const EDGE_CAPACITY: usize = 16;
 /// The role of a stream in the graph (1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// Emits values; has no input (`seq`, an array, a server).
     Producer,
+    /// Receives values and emits values (`map`, `count()`).
     Filter,
+    /// Receives values and emits nothing (`stdout`, a file).
     Consumer,
 }
 
@@ -48,6 +51,76 @@ pub enum Produce {
 
 /// The behaviour of one stream (spec 9.2 item 6). Callbacks of one stage never run
 /// concurrently (1.6), so its state needs no locking.
+///
+/// A filter or consumer implements [`on_value`](Stage::on_value) (and
+/// [`on_close`](Stage::on_close), its finishing step); a producer implements
+/// [`produce`](Stage::produce). Values emitted with [`StageContext::emit`] are sent
+/// on in batches; the task waits while a destination is full (D2), so emitting never
+/// buffers without bound. An error returned from a callback is reported, located at
+/// the stream's creation, and the stage goes on (5.6).
+///
+/// A producer that stops when nobody listens (5.7):
+///
+/// ```
+/// use streem::ext::{Args, Capture, Produce, Role, RuntimeError, Stage, StageContext, Stream, Value};
+/// use streem::{Interpreter, RunOptions};
+///
+/// /// 1, 2, 4, 8, ... forever.
+/// struct Powers { next: i64 }
+///
+/// impl Stage for Powers {
+///     fn produce(&mut self, cx: &mut StageContext) -> Result<Produce, RuntimeError> {
+///         for _ in 0..256 {
+///             if cx.destinations_gone() || self.next > i64::MAX / 2 {
+///                 return Ok(Produce::Done);
+///             }
+///             cx.emit(Value::Int(self.next))?;
+///             self.next *= 2;
+///         }
+///         Ok(Produce::More)       // call me again (other stages run in between)
+///     }
+/// }
+///
+/// let interp = Interpreter::new();
+/// interp.registry().define_stage_fn("powers", |_cx, vals| {
+///     Args::new("powers", vals).arity(0, 0)?;
+///     Ok(Stream::value(Role::Producer, Powers { next: 1 }))
+/// });
+/// let out = Capture::new();
+/// interp.set_stdout(out.clone());
+/// let status = interp.run_str("-e", "powers() | take(5) | stdout", vec![], &RunOptions::default());
+/// assert_eq!((status, out.text()), (0, "1\n2\n4\n8\n16\n".to_string()));
+/// ```
+///
+/// A stage with several inputs (9.2 item 7) overrides [`on_input`](Stage::on_input)
+/// and [`on_input_closed`](Stage::on_input_closed):
+///
+/// ```
+/// use streem::ext::{Capture, Role, RuntimeError, Stage, StageContext, Stream, Value};
+/// use streem::{Interpreter, RunOptions};
+///
+/// /// Emits `[input, value]` pairs, and which inputs have ended.
+/// struct Tag;
+///
+/// impl Stage for Tag {
+///     fn on_input(&mut self, input: usize, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+///         cx.emit(Value::array(vec![Value::Int(input as i64), v]))
+///     }
+///     fn on_input_closed(&mut self, input: usize, cx: &mut StageContext) -> Result<(), RuntimeError> {
+///         cx.emit(Value::str(&format!("input {input} ended")))
+///     }
+/// }
+///
+/// let interp = Interpreter::new();
+/// interp.registry().define_stage_fn("tag", |_cx, _vals| Ok(Stream::value(Role::Filter, Tag)));
+/// let out = Capture::new();
+/// interp.set_stdout(out.clone());
+/// let program = "t = tag()\n[\"a\"] | t\n[\"b\"] | t\nt | stdout";
+/// assert_eq!(interp.run_str("-e", program, vec![], &RunOptions::default()), 0);
+/// let mut lines: Vec<String> = out.text().lines().map(String::from).collect();
+/// lines.sort();
+/// assert_eq!(lines, ["[0, \"a\"]", "[1, \"b\"]", "input 0 ended", "input 1 ended"]);
+/// ```
 pub trait Stage: Send + 'static {
     /// Producers: emit some values (a batch of at most a few hundred), then return.
     /// Called again until it returns `Done` or every destination has closed.
@@ -104,13 +177,53 @@ pub type BoxFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> 
 /// An asynchronous producer (spec 9.2 item 8): it runs as a task, may wait for I/O
 /// readiness without blocking a worker, and emits through its [`Outlet`]. When `run`
 /// returns, the runtime sends what is pending and closes the stream.
+///
+/// The future runs on Streem's tokio runtime (tokio 1), so tokio's sockets, timers
+/// and `spawn_blocking` work inside it; awaiting readiness and then emitting is the
+/// "emit and re-arm" of the original.
+///
+/// ```
+/// use std::time::Duration;
+/// use streem::ext::{BoxFuture, Capture, Outlet, Source, Stream, Value};
+/// use streem::{Interpreter, RunOptions};
+///
+/// /// Emits a value every millisecond, n times.
+/// struct Ticker(i64);
+///
+/// impl Source for Ticker {
+///     fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a> {
+///         Box::pin(async move {
+///             for i in 1..=self.0 {
+///                 tokio::time::sleep(Duration::from_millis(1)).await; // no thread held
+///                 out.emit(Value::Int(i));
+///                 out.flush().await;                 // waits for room downstream (D2)
+///                 if out.destinations_gone() {
+///                     return;
+///                 }
+///             }
+///         })
+///     }
+/// }
+///
+/// let interp = Interpreter::new();
+/// interp.registry().define_stage_fn("ticker", |_cx, _vals| {
+///     Ok(Value::Stream(Stream::source(Ticker(3))))
+/// });
+/// let out = Capture::new();
+/// interp.set_stdout(out.clone());
+/// assert_eq!(interp.run_str("-e", "ticker() | stdout", vec![], &RunOptions::default()), 0);
+/// assert_eq!(out.text(), "1\n2\n3\n");
+/// ```
 pub trait Source: Send + 'static {
+    /// The producer's task: emit through `out` until done, then return.
     fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a>;
 }
 
 /// An asynchronous consumer: it receives batches from its [`Inlet`] until the input
 /// ends (or stops early, e.g. when its peer has gone: its sources then drop it, D40).
+/// See `extensions/unix` for a socket writer; `tests/api.rs` has a minimal one.
 pub trait Sink: Send + 'static {
+    /// The consumer's task: take batches from `input` until it returns `None`.
     fn run<'a>(self: Box<Self>, input: &'a mut Inlet) -> BoxFuture<'a>;
 }
 
@@ -136,6 +249,7 @@ struct Dest {
 
 /// A node of the graph.
 pub struct Stream {
+    /// Producer, filter or consumer.
     pub role: Role,
     /// Taken by the task when the stream starts.
     stage: Mutex<Option<Behaviour>>,
@@ -144,7 +258,9 @@ pub struct Stream {
     /// connections made while building keep it open), then only a weak reference is
     /// kept: the task ends when every input has sent `Closed`.
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
-    weak_tx: mpsc::WeakSender<Msg>,
+    /// `None` for an asynchronous [`Source`], which takes no input: it gets no
+    /// channel at all (net.rs: two per idle connection would cost ~1.3 KB each).
+    weak_tx: Option<mpsc::WeakSender<Msg>>,
     dests: Mutex<Vec<Dest>>,
     /// Bumped whenever `dests` changes, so a running task re-reads it.
     dests_version: AtomicU64,
@@ -159,6 +275,7 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A stream driven by a synchronous [`Stage`].
     pub fn new(role: Role, stage: impl Stage) -> Arc<Stream> {
         let capacity = if stage.keeps_open() {
             1024
@@ -187,13 +304,19 @@ impl Stream {
     }
 
     fn with_behaviour(role: Role, behaviour: Behaviour, capacity: usize) -> Arc<Stream> {
-        let (tx, rx) = mpsc::channel(capacity);
+        // A `Source` has no input, so no input channel (see `weak_tx`).
+        let (tx, rx) = if matches!(behaviour, Behaviour::Source(_)) {
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(capacity);
+            (Some(tx), Some(rx))
+        };
         Arc::new(Stream {
             role,
             stage: Mutex::new(Some(behaviour)),
-            rx: Mutex::new(Some(rx)),
-            weak_tx: tx.downgrade(),
-            tx: Mutex::new(Some(tx)),
+            rx: Mutex::new(rx),
+            weak_tx: tx.as_ref().map(mpsc::Sender::downgrade),
+            tx: Mutex::new(tx),
             dests: Mutex::new(Vec::new()),
             dests_version: AtomicU64::new(0),
             inputs: AtomicU32::new(0),
@@ -205,6 +328,7 @@ impl Stream {
         })
     }
 
+    /// A stream value driven by a synchronous [`Stage`] (what a stage constructor returns).
     pub fn value(role: Role, stage: impl Stage) -> Value {
         Value::Stream(Stream::new(role, stage))
     }
@@ -230,7 +354,7 @@ impl Stream {
         if let Some(tx) = self.tx.lock().as_ref() {
             return Some(tx.clone());
         }
-        self.weak_tx.upgrade()
+        self.weak_tx.as_ref()?.upgrade()
     }
 }
 
@@ -336,7 +460,10 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
         Behaviour::Source(source) => {
             let mut outlet = Outlet {
                 g: g.clone(),
-                out: Out::new(s, false),
+                out: Out {
+                    reserve: 0,
+                    ..Out::new(s, false)
+                },
             };
             handle.spawn(async move {
                 source.run(&mut outlet).await;
@@ -381,6 +508,7 @@ pub struct Outlet {
 }
 
 impl Outlet {
+    /// The interpreter's shared state (output writers, error reporting).
     pub fn globals(&self) -> &Arc<Globals> {
         &self.g
     }
@@ -436,6 +564,7 @@ pub struct Inlet {
 }
 
 impl Inlet {
+    /// The interpreter's shared state (output writers, error reporting).
     pub fn globals(&self) -> &Arc<Globals> {
         &self.g
     }
@@ -515,6 +644,9 @@ struct Out {
     /// Per-destination drop policy of channels (D53).
     lossy: bool,
     warned: Vec<bool>,
+    /// Capacity of a fresh batch buffer: `BATCH` for stage tasks, 0 for an async
+    /// `Source` (an idle socket reader then holds no 4 KB buffer, net.rs / D2).
+    reserve: usize,
 }
 
 impl Emitter for Out {
@@ -530,12 +662,13 @@ impl Out {
     fn new(stream: &Arc<Stream>, lossy: bool) -> Out {
         Out {
             stream: stream.clone(),
-            buf: Vec::with_capacity(BATCH),
+            buf: Vec::new(),
             dests: Vec::new(),
             version: u64::MAX,
             closing: false,
             lossy,
             warned: Vec::new(),
+            reserve: BATCH,
         }
     }
 
@@ -605,7 +738,7 @@ impl Out {
         if !dead.is_empty() {
             self.remove_dests(&dead);
         }
-        self.buf = Vec::with_capacity(BATCH);
+        self.buf = Vec::with_capacity(self.reserve);
     }
 
     fn remove_dests(&mut self, dead: &[usize]) {
@@ -795,6 +928,7 @@ pub struct StageContext<'t> {
 }
 
 impl<'t> StageContext<'t> {
+    /// The interpreter's shared state (output writers, error reporting).
     pub fn globals(&self) -> &Arc<Globals> {
         self.g
     }

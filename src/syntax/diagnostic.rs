@@ -42,6 +42,7 @@ impl Diagnostic {
         }
     }
 
+    #[allow(dead_code)]
     pub fn with_note(mut self, note: impl Into<String>) -> Diagnostic {
         self.notes.push(note.into());
         self

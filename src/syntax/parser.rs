@@ -11,17 +11,22 @@ use super::token::{Token, TokenKind};
 /// Maximum nesting of brackets, blocks, expressions and patterns.
 const MAX_DEPTH: u32 = 500;
 
+/// A syntax error.
 #[derive(Clone, Debug)]
 pub struct ParseError {
+    /// The message.
     pub message: String,
+    /// Where.
     pub span: Span,
     /// The input ended while a construct was still open: a REPL should read another
     /// line and try again.
     pub incomplete: bool,
+    /// Further lines of explanation.
     pub notes: Vec<String>,
 }
 
 impl ParseError {
+    #[doc(hidden)]
     pub fn to_diagnostic(&self) -> Diagnostic {
         let mut d = Diagnostic::error(self.message.clone(), Some(self.span));
         d.notes = self.notes.clone();

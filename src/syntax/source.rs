@@ -6,12 +6,15 @@ use super::span::Span;
 /// or a REPL input.
 #[derive(Debug)]
 pub struct Source {
+    /// The name used in messages (a path, `-e`, `-`).
     pub name: String,
+    /// The program text.
     pub text: Vec<u8>,
     line_starts: Vec<usize>,
 }
 
 impl Source {
+    /// A source named `name` holding `text`.
     pub fn new(name: impl Into<String>, text: impl Into<Vec<u8>>) -> Source {
         let text = text.into();
         let mut line_starts = vec![0];

@@ -1,0 +1,1023 @@
+//! Sockets (6.2): `tcp_server`, `tcp_socket` and connection io objects (D38, D40, D42,
+//! D43).
+//!
+//! A connection is a [`Conn`] shared by its io object and by the two asynchronous
+//! stages made from it on first use: the read side (a [`Source`] emitting lines) and the
+//! write side (a [`Sink`] writing one line per value). The descriptor belongs to the
+//! `Conn`, so it is closed when the io value and both stages are gone: only after both
+//! directions have finished or were never used (D43). Sockets are created with the
+//! standard library (there may be no runtime yet when a script calls `tcp_server` or
+//! `tcp_socket`) and registered with tokio's reactor on first use inside a stage.
+//!
+//! Memory per connection is bounded (D2): an idle connection holds no buffer (reads go
+//! through a per-thread scratch buffer, only a partial line is kept), a read emits at
+//! most one scratch buffer of lines before waiting for room downstream, and the writer
+//! coalesces at most [`WRITE_COALESCE`] bytes.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+use std::io::{self, ErrorKind};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once, OnceLock};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::sync::Notify;
+
+use crate::builtins::io::os_reason;
+use crate::ext::{
+    Args, BoxFuture, Inlet, Io, IoBackend, IoMode, Outlet, Registry, RuntimeError, Sink, Source,
+    Str, Stream, Value,
+};
+
+/// Bytes read from a socket at a time (into a per-thread scratch buffer).
+const READ_CHUNK: usize = 64 * 1024;
+/// Most bytes the writer gathers from waiting values into one write.
+const WRITE_COALESCE: usize = 256 * 1024;
+/// A write buffer larger than this is released once written.
+const WRITE_KEEP: usize = 16 * 1024;
+/// Listen backlog (D42 asks for at least 128; the kernel caps it at `somaxconn`).
+const BACKLOG: i32 = 4096;
+/// Default and smallest cap on the length of a line read from a socket (D38).
+const MAX_LINE_DEFAULT: usize = 64 << 20;
+const MAX_LINE_MIN: usize = 1 << 20;
+/// Time allowed for one connection attempt of `tcp_socket` (per address).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Accept errors are reported at most once per this interval.
+const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The cap on a line read from a socket: `STRM_MAX_LINE` (bytes, at least 1 MiB) or
+/// 64 MiB (D38).
+fn max_line() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("STRM_MAX_LINE")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map(|n| n.max(MAX_LINE_MIN))
+            .unwrap_or(MAX_LINE_DEFAULT)
+    })
+}
+
+/// Raises the soft limit on open files to the hard limit (once), so that thousands of
+/// connections fit.
+fn raise_nofile_limit() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let mut want = lim;
+        want.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 && lim.rlim_max == libc::RLIM_INFINITY {
+            // Linux refuses "unlimited" for descriptors: settle for a large number.
+            want.rlim_cur = 1 << 20;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &want);
+        }
+    });
+}
+
+/// Runs a blocking operation (name resolution, connect); inside the running graph it is
+/// moved off the worker so other stages go on.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Name resolution
+
+/// `host:port` as messages show it (`[::1]:8007` for an IPv6 literal).
+fn host_port(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `getaddrinfo` for stream sockets: every address of `host` (or the wildcard addresses
+/// with `passive` and no host) with `service` (a decimal port or a service name).
+/// Errors carry the resolver's message.
+fn resolve(host: Option<&str>, service: &str, passive: bool) -> Result<Vec<SocketAddr>, String> {
+    let c_host = match host {
+        Some(h) => Some(CString::new(h).map_err(|_| "host name contains a NUL byte".to_string())?),
+        None => None,
+    };
+    let c_serv = CString::new(service).map_err(|_| "port contains a NUL byte".to_string())?;
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = libc::AF_UNSPEC;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    hints.ai_protocol = libc::IPPROTO_TCP;
+    if passive {
+        hints.ai_flags = libc::AI_PASSIVE;
+    }
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getaddrinfo(
+            c_host.as_ref().map_or(std::ptr::null(), |h| h.as_ptr()),
+            c_serv.as_ptr(),
+            &hints,
+            &mut res,
+        )
+    };
+    if rc != 0 {
+        if rc == libc::EAI_SYSTEM {
+            return Err(os_reason(&io::Error::last_os_error()));
+        }
+        let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
+        return Err(msg.to_string_lossy().into_owned());
+    }
+    let mut out = Vec::new();
+    let mut p = res;
+    while !p.is_null() {
+        let ai = unsafe { &*p };
+        if let Some(a) = unsafe { sockaddr_to_std(ai.ai_addr, ai.ai_addrlen) } {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        p = ai.ai_next;
+    }
+    unsafe { libc::freeaddrinfo(res) };
+    if out.is_empty() {
+        return Err("no address found".into());
+    }
+    Ok(out)
+}
+
+/// # Safety
+/// `sa` must point to a socket address of `len` bytes (or be null).
+unsafe fn sockaddr_to_std(sa: *const libc::sockaddr, len: libc::socklen_t) -> Option<SocketAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    match (*sa).sa_family as i32 {
+        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+            let sin = &*(sa as *const libc::sockaddr_in);
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            let sin6 = &*(sa as *const libc::sockaddr_in6);
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The port argument (6.2): a number (truncated) or a string holding a decimal number
+/// or a service name, returned as the text given to the resolver.
+fn port_arg(a: &Args, i: usize) -> Result<String, RuntimeError> {
+    let v = a.value(i)?;
+    let n = match v {
+        Value::Int(_) | Value::Float(_) => a.int(i)?,
+        Value::Str(s) => {
+            let text = s.to_str_lossy().trim().to_string();
+            if text.is_empty() {
+                return Err(a.error(i, "port required (a number or a service name)"));
+            }
+            if !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Ok(text);
+            }
+            text.parse::<i64>().unwrap_or(i64::MAX)
+        }
+        _ => return Err(a.error(i, "port number or service name required")),
+    };
+    if !(0..=65535).contains(&n) {
+        return Err(a.error(i, &format!("port {n} out of range (0..65535)")));
+    }
+    Ok(n.to_string())
+}
+
+/// A port text as a number, resolving a service name.
+fn service_port(name: &str, service: &str) -> Result<u16, RuntimeError> {
+    if let Ok(n) = service.parse::<u16>() {
+        return Ok(n);
+    }
+    match resolve(None, service, true) {
+        Ok(addrs) => Ok(addrs[0].port()),
+        Err(msg) => Err(RuntimeError::new(format!(
+            "{name}: cannot resolve port \"{service}\": {msg}"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections
+
+/// One TCP connection, shared by its io object and its read and write stages. The
+/// descriptor is closed when the last of them lets go (D43).
+struct Conn {
+    /// A socket connected before the runtime existed, registered on first use.
+    pending: Mutex<Option<std::net::TcpStream>>,
+    sock: OnceLock<tokio::net::TcpStream>,
+    /// The read side saw a reset or a read error: the write side ends too (6.2: a reset
+    /// is noticed early).
+    reset: AtomicBool,
+    reset_notify: Notify,
+}
+
+impl Conn {
+    fn from_tokio(s: tokio::net::TcpStream) -> Arc<Conn> {
+        let sock = OnceLock::new();
+        let _ = sock.set(s);
+        Arc::new(Conn {
+            pending: Mutex::new(None),
+            sock,
+            reset: AtomicBool::new(false),
+            reset_notify: Notify::new(),
+        })
+    }
+
+    fn from_std(s: std::net::TcpStream) -> Arc<Conn> {
+        Arc::new(Conn {
+            pending: Mutex::new(Some(s)),
+            sock: OnceLock::new(),
+            reset: AtomicBool::new(false),
+            reset_notify: Notify::new(),
+        })
+    }
+
+    /// The socket registered with the runtime (called inside a stage).
+    fn stream(&self) -> io::Result<&tokio::net::TcpStream> {
+        if let Some(s) = self.sock.get() {
+            return Ok(s);
+        }
+        let mut pending = self.pending.lock();
+        if let Some(s) = self.sock.get() {
+            return Ok(s);
+        }
+        let std = pending
+            .take()
+            .ok_or_else(|| io::Error::new(ErrorKind::NotConnected, "socket already closed"))?;
+        std.set_nonblocking(true)?;
+        let s = tokio::net::TcpStream::from_std(std)?;
+        let _ = self.sock.set(s);
+        Ok(self.sock.get().expect("just set"))
+    }
+
+    fn fd(&self) -> i32 {
+        match self.sock.get() {
+            Some(s) => s.as_raw_fd(),
+            None => self.pending.lock().as_ref().map_or(-1, |s| s.as_raw_fd()),
+        }
+    }
+
+    /// How messages name the connection: its io object and its peer.
+    fn describe(&self) -> String {
+        let peer = match self.sock.get() {
+            Some(s) => s.peer_addr().ok(),
+            None => self
+                .pending
+                .lock()
+                .as_ref()
+                .and_then(|s| s.peer_addr().ok()),
+        };
+        let io = format!("<io: fd={} mode=rw>", self.fd());
+        match peer {
+            Some(p) => format!("connection {io} with {p}"),
+            None => format!("connection {io}"),
+        }
+    }
+
+    fn mark_reset(&self) {
+        self.reset.store(true, Ordering::Release);
+        self.reset_notify.notify_one();
+    }
+}
+
+/// Tunes a connected socket: no Nagle delay (writes are already coalesced and must go
+/// out promptly, 6.2), keepalive so that a vanished peer is eventually noticed.
+fn tune(sock: SockRef<'_>) {
+    let _ = sock.set_tcp_nodelay(true);
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let _ = sock.set_tcp_keepalive(&ka);
+}
+
+/// The io object of a connection (4.7): `<io: fd=N mode=rw>`.
+fn conn_value(conn: Arc<Conn>) -> Value {
+    let fd = conn.fd();
+    Value::Io(Io::custom(fd, IoMode::ReadWrite, ConnBackend { conn }))
+}
+
+struct ConnBackend {
+    conn: Arc<Conn>,
+}
+
+impl IoBackend for ConnBackend {
+    fn make_reader(&self) -> Option<Arc<Stream>> {
+        Some(Stream::source(Reader {
+            conn: self.conn.clone(),
+        }))
+    }
+
+    fn make_writer(&self) -> Option<Arc<Stream>> {
+        Some(Stream::sink(Writer {
+            conn: self.conn.clone(),
+        }))
+    }
+}
+
+thread_local! {
+    /// Read buffer of this worker thread: an idle connection holds none.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Errors that mean the peer has gone, not worth a report.
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset
+            | ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected
+    ) || e.raw_os_error() == Some(libc::ETIMEDOUT)
+        || e.raw_os_error() == Some(libc::EHOSTUNREACH)
+        || e.raw_os_error() == Some(libc::ENETUNREACH)
+}
+
+/// A line without a carriage return just before its end (D38).
+#[inline]
+fn strip_cr(line: &[u8]) -> &[u8] {
+    match line.split_last() {
+        Some((b'\r', rest)) => rest,
+        _ => line,
+    }
+}
+
+/// The line being assembled is longer than allowed (D38).
+struct LineTooLong;
+
+/// Splits `data` (read into the scratch buffer while no line was pending) into lines;
+/// the unterminated rest goes to the empty `partial`.
+fn split_lines(
+    data: &[u8],
+    partial: &mut Vec<u8>,
+    out: &mut Outlet,
+    max: usize,
+) -> Result<(), LineTooLong> {
+    debug_assert!(partial.is_empty());
+    let mut start = 0;
+    for pos in memchr::memchr_iter(b'\n', data) {
+        let line = strip_cr(&data[start..pos]);
+        if line.len() > max {
+            return Err(LineTooLong);
+        }
+        out.emit(Value::bytes(line));
+        start = pos + 1;
+    }
+    partial.extend_from_slice(&data[start..]);
+    // One byte of slack: a CR that may turn out to precede the LF.
+    if partial.len() > max + 1 || (partial.len() == max + 1 && partial.last() != Some(&b'\r')) {
+        return Err(LineTooLong);
+    }
+    Ok(())
+}
+
+/// Like [`split_lines`] for data read straight into `partial` after its first `from`
+/// bytes (which hold no newline): a long line is not copied once more. What is left
+/// unterminated moves to the front.
+fn split_in_place(
+    partial: &mut Vec<u8>,
+    from: usize,
+    out: &mut Outlet,
+    max: usize,
+) -> Result<(), LineTooLong> {
+    let mut start = 0;
+    for pos in memchr::memchr_iter(b'\n', &partial[from..]) {
+        let pos = from + pos;
+        let line = strip_cr(&partial[start..pos]);
+        if line.len() > max {
+            return Err(LineTooLong);
+        }
+        out.emit(Value::bytes(line));
+        start = pos + 1;
+    }
+    if start > 0 {
+        let rest = partial.len() - start;
+        if partial.capacity() > 4 * READ_CHUNK && rest < READ_CHUNK {
+            // A long line has gone: do not keep its buffer.
+            *partial = partial[start..].to_vec();
+        } else {
+            partial.copy_within(start.., 0);
+            partial.truncate(rest);
+        }
+    }
+    if partial.len() > max + 1 || (partial.len() == max + 1 && partial.last() != Some(&b'\r')) {
+        return Err(LineTooLong);
+    }
+    Ok(())
+}
+
+/// The read side of a connection: a producer of lines (5.9, D38).
+struct Reader {
+    conn: Arc<Conn>,
+}
+
+impl Source for Reader {
+    fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a> {
+        Box::pin(async move { self.read_loop(out).await })
+    }
+}
+
+enum ReadStep {
+    Data,
+    Eof,
+    WouldBlock,
+    TooLong,
+    Failed(io::Error),
+}
+
+impl Reader {
+    async fn read_loop(self, out: &mut Outlet) {
+        let conn = &*self.conn;
+        let sock = match conn.stream() {
+            Ok(s) => s,
+            Err(e) => {
+                out.report(RuntimeError::new(format!(
+                    "{}: read error: {}",
+                    conn.describe(),
+                    os_reason(&e)
+                )));
+                return;
+            }
+        };
+        let max = max_line();
+        let mut partial: Vec<u8> = Vec::new();
+        loop {
+            if out.destinations_gone() {
+                return;
+            }
+            let step = if !partial.is_empty() {
+                // Inside a line: read straight into its buffer.
+                partial.reserve(READ_CHUNK);
+                let from = partial.len();
+                match sock.try_read_buf(&mut partial) {
+                    Ok(0) => ReadStep::Eof,
+                    Ok(_) => match split_in_place(&mut partial, from, out, max) {
+                        Ok(()) => ReadStep::Data,
+                        Err(LineTooLong) => ReadStep::TooLong,
+                    },
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => ReadStep::WouldBlock,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => ReadStep::Data,
+                    Err(e) => ReadStep::Failed(e),
+                }
+            } else {
+                SCRATCH.with(|cell| {
+                    let mut buf = cell.borrow_mut();
+                    if buf.len() < READ_CHUNK {
+                        buf.resize(READ_CHUNK, 0);
+                    }
+                    match sock.try_read(&mut buf) {
+                        Ok(0) => ReadStep::Eof,
+                        Ok(n) => match split_lines(&buf[..n], &mut partial, out, max) {
+                            Ok(()) => ReadStep::Data,
+                            Err(LineTooLong) => ReadStep::TooLong,
+                        },
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => ReadStep::WouldBlock,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => ReadStep::Data,
+                        Err(e) => ReadStep::Failed(e),
+                    }
+                })
+            };
+            match step {
+                ReadStep::Data => {
+                    if out.pending() > 0 {
+                        // Send what this read produced, waiting for room (D2): a slow
+                        // graph stops the reading of the socket.
+                        out.flush().await;
+                    }
+                }
+                ReadStep::WouldBlock => {
+                    if let Err(e) = sock.readable().await {
+                        self.fail(out, e);
+                        return;
+                    }
+                }
+                ReadStep::Eof => {
+                    // The peer has shut down its sending side: an unterminated last
+                    // line is still a line (D38).
+                    if !partial.is_empty() {
+                        out.emit(Value::bytes(&partial));
+                    }
+                    return;
+                }
+                ReadStep::TooLong => {
+                    out.flush().await;
+                    out.report(RuntimeError::new(format!(
+                        "{}: line longer than {} bytes (limit set by STRM_MAX_LINE); \
+                         its read side is closed",
+                        conn.describe(),
+                        max
+                    )));
+                    return;
+                }
+                ReadStep::Failed(e) => {
+                    if !partial.is_empty() {
+                        out.emit(Value::bytes(&partial));
+                    }
+                    self.fail(out, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A read error ends the read side; the write side is told (a reset ends it too).
+    fn fail(&self, out: &Outlet, e: io::Error) {
+        self.conn.mark_reset();
+        if !is_disconnect(&e) {
+            out.report(RuntimeError::new(format!(
+                "{}: read error: {}",
+                self.conn.describe(),
+                os_reason(&e)
+            )));
+        }
+    }
+}
+
+/// The write side of a connection: each value's text plus a newline (5.9, 6.2).
+struct Writer {
+    conn: Arc<Conn>,
+}
+
+impl Sink for Writer {
+    fn run<'a>(self: Box<Self>, input: &'a mut Inlet) -> BoxFuture<'a> {
+        Box::pin(async move { self.write_loop(input).await })
+    }
+}
+
+/// What waiting for the writer's next input gave.
+enum Next {
+    Batch(Vec<Value>),
+    End,
+    Reset,
+}
+
+impl Writer {
+    async fn next(&self, input: &mut Inlet) -> Next {
+        if self.conn.reset.load(Ordering::Acquire) {
+            return Next::Reset;
+        }
+        tokio::select! {
+            biased;
+            b = input.next() => match b {
+                Some(b) => Next::Batch(b),
+                None => Next::End,
+            },
+            _ = self.conn.reset_notify.notified() => Next::Reset,
+        }
+    }
+
+    /// The next batch if one is already waiting (`None` inside: nothing waiting).
+    /// `Inlet::next` is cancel-safe: an unfinished call has consumed nothing.
+    async fn next_now(input: &mut Inlet) -> Option<Option<Vec<Value>>> {
+        tokio::select! {
+            biased;
+            b = input.next() => Some(b),
+            _ = std::future::ready(()) => None,
+        }
+    }
+
+    async fn write_loop(self, input: &mut Inlet) {
+        let conn = &*self.conn;
+        let sock = match conn.stream() {
+            Ok(s) => s,
+            Err(e) => {
+                input.report(RuntimeError::new(format!(
+                    "{}: write error: {}",
+                    conn.describe(),
+                    os_reason(&e)
+                )));
+                return;
+            }
+        };
+        let mut buf = OutBuf::default();
+        loop {
+            let batch = match self.next(input).await {
+                Next::Batch(b) => b,
+                Next::End => break,
+                Next::Reset => return,
+            };
+            buf.append(input, batch);
+            // Gather what is already waiting into one write (6.2).
+            let mut ended = false;
+            while buf.bytes < WRITE_COALESCE {
+                match Self::next_now(input).await {
+                    Some(Some(b)) => buf.append(input, b),
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if let Err(e) = buf.write_to(sock).await {
+                // EPIPE/ECONNRESET end this write side only (D40).
+                if !is_disconnect(&e) {
+                    input.report(RuntimeError::new(format!(
+                        "{}: write error: {}",
+                        conn.describe(),
+                        os_reason(&e)
+                    )));
+                }
+                return;
+            }
+            if ended {
+                break;
+            }
+        }
+        // Input ended: half-close, the peer reads end of file and may go on sending
+        // (6.2). The descriptor stays open while the read side runs (D43).
+        let _ = SockRef::from(sock).shutdown(Shutdown::Write);
+    }
+}
+
+/// A line at least this long is written from the value itself (vectored write)
+/// instead of being copied into the writer's buffer.
+const BIG_LINE: usize = 2048;
+/// Most slices per vectored write.
+const MAX_IOV: usize = 64;
+
+/// One piece of pending output.
+enum Seg {
+    /// A range of `OutBuf::small`.
+    Small(usize, usize),
+    /// A long string written in place.
+    Big(Str),
+}
+
+/// Output gathered for one (vectored) write: short lines and newlines copied into one
+/// buffer, long strings referenced.
+#[derive(Default)]
+struct OutBuf {
+    small: Vec<u8>,
+    /// Start of the part of `small` not yet in `segs`.
+    open: usize,
+    segs: Vec<Seg>,
+    bytes: usize,
+}
+
+impl OutBuf {
+    fn append(&mut self, input: &Inlet, batch: Vec<Value>) {
+        for v in batch {
+            match v {
+                Value::Str(s) if s.as_bytes().len() >= BIG_LINE => {
+                    self.bytes += s.as_bytes().len() + 1;
+                    self.close_small();
+                    self.segs.push(Seg::Big(s));
+                    self.small.push(b'\n');
+                }
+                Value::Str(s) => {
+                    self.bytes += s.as_bytes().len() + 1;
+                    self.small.extend_from_slice(s.as_bytes());
+                    self.small.push(b'\n');
+                }
+                v => {
+                    let mark = self.small.len();
+                    if let Err(e) = input.display(&v, &mut self.small) {
+                        self.small.truncate(mark);
+                        input.report(e);
+                        continue;
+                    }
+                    self.small.push(b'\n');
+                    self.bytes += self.small.len() - mark;
+                }
+            }
+        }
+    }
+
+    fn close_small(&mut self) {
+        if self.small.len() > self.open {
+            self.segs.push(Seg::Small(self.open, self.small.len()));
+            self.open = self.small.len();
+        }
+    }
+
+    fn seg_bytes<'a>(&'a self, seg: &'a Seg) -> &'a [u8] {
+        match seg {
+            Seg::Small(a, b) => &self.small[*a..*b],
+            Seg::Big(s) => s.as_bytes(),
+        }
+    }
+
+    /// Writes everything, waiting while the socket is full (D2), then empties the
+    /// buffer (releasing a large one).
+    async fn write_to(&mut self, sock: &tokio::net::TcpStream) -> io::Result<()> {
+        self.close_small();
+        let (mut idx, mut off) = (0usize, 0usize);
+        while idx < self.segs.len() {
+            let r = if idx + 1 == self.segs.len() {
+                sock.try_write(&self.seg_bytes(&self.segs[idx])[off..])
+            } else {
+                let mut iov: smallvec::SmallVec<[io::IoSlice<'_>; MAX_IOV]> =
+                    smallvec::SmallVec::new();
+                for (k, seg) in self.segs[idx..].iter().take(MAX_IOV).enumerate() {
+                    let b = self.seg_bytes(seg);
+                    iov.push(io::IoSlice::new(if k == 0 { &b[off..] } else { b }));
+                }
+                sock.try_write_vectored(&iov)
+            };
+            match r {
+                Ok(mut n) => {
+                    while n > 0 {
+                        let left = self.seg_bytes(&self.segs[idx]).len() - off;
+                        if n >= left {
+                            n -= left;
+                            idx += 1;
+                            off = 0;
+                        } else {
+                            off += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => sock.writable().await?,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.segs.clear();
+        self.open = 0;
+        self.bytes = 0;
+        if self.small.capacity() > WRITE_KEEP {
+            self.small = Vec::new();
+        } else {
+            self.small.clear();
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// tcp_server
+
+/// Creates one listening socket.
+fn listen_on(addr: SocketAddr, v6only: bool) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(v6only)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {}", os_reason(&e))))?;
+    sock.listen(BACKLOG)
+        .map_err(|e| io::Error::new(e.kind(), format!("listen {addr}: {}", os_reason(&e))))?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
+}
+
+/// Listening sockets for `tcp_server(port [, host])` (D42).
+fn listeners(
+    name: &str,
+    port: &str,
+    host: Option<&str>,
+) -> Result<Vec<std::net::TcpListener>, RuntimeError> {
+    let sock_err = |e: io::Error| {
+        let what = if e.to_string().starts_with("listen") {
+            "listen"
+        } else {
+            "bind"
+        };
+        let msg = e.to_string();
+        let detail = msg.strip_prefix(what).map(str::trim_start).unwrap_or(&msg);
+        RuntimeError::new(format!("{name}: socket error: {what}: {detail}"))
+    };
+    match host {
+        None => {
+            let port = service_port(name, port)?;
+            // One dual-stack socket; IPv4 alone if the system has no IPv6.
+            let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+            match listen_on(v6, false) {
+                Ok(l) => Ok(vec![l]),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAFNOSUPPORT)
+                            | Some(libc::EADDRNOTAVAIL)
+                            | Some(libc::EPROTONOSUPPORT)
+                    ) || e.kind() == ErrorKind::AddrNotAvailable =>
+                {
+                    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+                    listen_on(v4, false).map(|l| vec![l]).map_err(sock_err)
+                }
+                Err(e) => Err(sock_err(e)),
+            }
+        }
+        Some(h) => {
+            let addrs = resolve(Some(h), port, true).map_err(|msg| {
+                RuntimeError::new(format!(
+                    "{name}: cannot resolve {}: {msg}",
+                    host_port(h, port)
+                ))
+            })?;
+            // Several addresses (a name with IPv4 and IPv6 ones): one socket each, the
+            // IPv6 ones IPv6-only so that they do not collide with the IPv4 ones.
+            let v6only = addrs.iter().any(|a| a.is_ipv4());
+            addrs
+                .iter()
+                .map(|a| listen_on(*a, v6only).map_err(sock_err))
+                .collect()
+        }
+    }
+}
+
+/// The producer of `tcp_server`: one io object per accepted connection.
+struct Server {
+    listeners: Vec<std::net::TcpListener>,
+}
+
+impl Source for Server {
+    fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a> {
+        Box::pin(async move { self.accept_loop(out).await })
+    }
+}
+
+/// Rate-limited reporting of accept failures.
+struct AcceptErrors {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    fn report(&mut self, out: &Outlet, e: &io::Error) {
+        let now = Instant::now();
+        if let Some(t) = self.last {
+            if now.duration_since(t) < ACCEPT_REPORT_INTERVAL {
+                self.suppressed += 1;
+                return;
+            }
+        }
+        let more = match self.suppressed {
+            0 => String::new(),
+            n => format!(" ({n} more accept errors in the last second)"),
+        };
+        out.report(RuntimeError::new(format!(
+            "tcp_server: socket error: accept: {}{more}; the server goes on",
+            os_reason(e)
+        )));
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+impl Server {
+    async fn accept_loop(self, out: &mut Outlet) {
+        let mut ls = Vec::with_capacity(self.listeners.len());
+        for l in self.listeners {
+            match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => ls.push(l),
+                Err(e) => {
+                    out.report(RuntimeError::new(format!(
+                        "tcp_server: socket error: listen: {}",
+                        os_reason(&e)
+                    )));
+                    return;
+                }
+            }
+        }
+        let mut errors = AcceptErrors {
+            last: None,
+            suppressed: 0,
+        };
+        let mut turn = 0usize;
+        loop {
+            if out.destinations_gone() {
+                return;
+            }
+            let n = ls.len();
+            let r = std::future::poll_fn(|cx| {
+                for k in 0..n {
+                    let i = (turn + k) % n;
+                    if let Poll::Ready(r) = ls[i].poll_accept(cx) {
+                        turn = i + 1;
+                        return Poll::Ready(r);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match r {
+                Ok((stream, _peer)) => {
+                    tune(SockRef::from(&stream));
+                    out.emit(conn_value(Conn::from_tokio(stream)));
+                    out.flush().await;
+                }
+                Err(e) => {
+                    errors.report(out, &e);
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) {
+                        // Out of descriptors or memory: give the others time to finish.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tcp_server(vals: &[Value]) -> Result<Value, RuntimeError> {
+    let a = Args::new("tcp_server", vals);
+    a.arity(1, 2)?;
+    let port = port_arg(&a, 0)?;
+    let host = match a.get(1) {
+        None | Some(Value::Nil) => None,
+        Some(_) => Some(a.str(1)?.to_str_lossy().into_owned()),
+    };
+    raise_nofile_limit();
+    let ls = blocking(|| listeners("tcp_server", &port, host.as_deref()))?;
+    Ok(Value::Stream(Stream::source(Server { listeners: ls })))
+}
+
+// ---------------------------------------------------------------------------------------
+// tcp_socket
+
+/// Resolves and connects, trying every address in order (6.2, D42).
+fn connect(host: &str, port: &str) -> Result<std::net::TcpStream, RuntimeError> {
+    let hp = host_port(host, port);
+    let addrs = resolve(Some(host), port, false)
+        .map_err(|msg| RuntimeError::new(format!("tcp_socket: cannot resolve {hp}: {msg}")))?;
+    let mut last: Option<io::Error> = None;
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    let reason = last.map_or_else(|| "no address".to_string(), |e| os_reason(&e));
+    Err(RuntimeError::new(format!(
+        "tcp_socket: socket error: connect to {hp}: {reason}"
+    )))
+}
+
+fn tcp_socket(vals: &[Value]) -> Result<Value, RuntimeError> {
+    let a = Args::new("tcp_socket", vals);
+    a.arity(2, 2)?;
+    let host = a.str(0)?.to_str_lossy().into_owned();
+    if host.is_empty() {
+        return Err(a.error(0, "host name required"));
+    }
+    let port = port_arg(&a, 1)?;
+    let s = blocking(|| connect(&host, &port))?;
+    tune(SockRef::from(&s));
+    Ok(conn_value(Conn::from_std(s)))
+}
+
+pub fn register(r: &Registry) {
+    r.define_stage_fn("tcp_server", |_cx, vals| tcp_server(vals));
+    r.define_fn("tcp_socket", |_cx, vals| tcp_socket(vals));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_one_cr() {
+        assert_eq!(strip_cr(b"a\r"), b"a");
+        assert_eq!(strip_cr(b"a\r\r"), b"a\r");
+        assert_eq!(strip_cr(b""), b"");
+        assert_eq!(strip_cr(b"\r"), b"");
+    }
+
+    #[test]
+    fn host_port_brackets_ipv6() {
+        assert_eq!(host_port("::1", "80"), "[::1]:80");
+        assert_eq!(host_port("localhost", "80"), "localhost:80");
+    }
+
+    #[test]
+    fn resolves_numeric_and_service_ports() {
+        assert_eq!(service_port("t", "8007").ok(), Some(8007));
+        let addrs = resolve(Some("127.0.0.1"), "80", false).unwrap();
+        assert_eq!(addrs, vec!["127.0.0.1:80".parse().unwrap()]);
+        assert!(resolve(None, "no-such-service-xyz", true).is_err());
+    }
+}
