@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rustyline::completion::{Completer, Pair};
+use rustyline::config::Behavior;
 use rustyline::error::ReadlineError;
 use rustyline::highlight::{CmdKind, Highlighter};
 use rustyline::hint::Hinter;
@@ -129,6 +130,9 @@ pub fn run(argv: Vec<String>) -> i32 {
         .and_then(|b| b.history_ignore_dups(true))
         .map(|b| {
             b.history_ignore_space(true)
+                // The prompt and the editing on the terminal even when standard
+                // output is redirected (`streem > out.txt`): values go to stdout.
+                .behavior(Behavior::PreferTerm)
                 .completion_type(CompletionType::List)
                 .auto_add_history(false)
                 .build()
@@ -156,9 +160,15 @@ pub fn run(argv: Vec<String>) -> i32 {
         // A missing or unreadable history is no reason to complain.
         let _ = editor.load_history(path);
     }
-    // Output of background streams: above the prompt while it is shown.
+    // Output of background streams: above the prompt while it is shown (when it goes
+    // to the terminal the prompt is on).
     let sink = Arc::new(SinkState::default());
-    if let Ok(printer) = editor.create_external_printer() {
+    let stdout_is_terminal = io::stdout().is_terminal();
+    let printer = match stdout_is_terminal {
+        true => editor.create_external_printer().ok(),
+        false => None,
+    };
+    if let Some(printer) = printer {
         *sink.printer.lock() = Some(Box::new(printer));
         let g = shared.session.lock().globals().clone();
         g.out
@@ -169,10 +179,10 @@ pub fn run(argv: Vec<String>) -> i32 {
         }
     }
 
-    println!(
-        "Streem {} interactive. Type :help for help, Ctrl-D to leave.",
+    say(&format!(
+        "Streem {} interactive. Type :help for help, Ctrl-D to leave.\n",
         env!("CARGO_PKG_VERSION")
-    );
+    ));
     let mut input = String::new();
     let status = loop {
         let prompt = if input.is_empty() {
@@ -194,7 +204,7 @@ pub fn run(argv: Vec<String>) -> i32 {
                         }
                         Some(Command::Help) => {
                             remember(&mut editor, history.as_ref(), line.trim());
-                            print!("{}", help_text());
+                            say(&help_text());
                             continue;
                         }
                         None if line.trim().is_empty() => continue,
@@ -225,7 +235,7 @@ pub fn run(argv: Vec<String>) -> i32 {
             Err(ReadlineError::Interrupted) => input.clear(),
             // Ctrl-D on an empty line: leave.
             Err(ReadlineError::Eof) => {
-                println!();
+                say("\n");
                 break 0;
             }
             Err(e) => {
@@ -237,6 +247,18 @@ pub fn run(argv: Vec<String>) -> i32 {
     let g = shared.session.lock().globals().clone();
     g.flush_all();
     status
+}
+
+/// Writes the REPL's own text (banner, help): to standard output, or to standard
+/// error when standard output is not a terminal (it then holds the values only).
+fn say(text: &str) {
+    if io::stdout().is_terminal() {
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    } else {
+        let mut err = io::stderr().lock();
+        let _ = err.write_all(text.as_bytes()).and_then(|_| err.flush());
+    }
 }
 
 fn no_color_unset() -> bool {
