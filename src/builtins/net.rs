@@ -237,6 +237,64 @@ struct Conn {
     /// is noticed early).
     reset: AtomicBool,
     reset_notify: Notify,
+    /// The read side has seen end of file (or an error): nothing unread can be lost.
+    read_done: AtomicBool,
+}
+
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy
+/// echo data the peer has not read yet. So a connection dropped before its read side
+/// reached end of file (a read side never used, stopped early, or ended by an overlong
+/// line) is closed gracefully: write direction shut down, input read and discarded
+/// until the peer's end of file, for at most [`LINGER_TIME`] / [`LINGER_MAX`] bytes.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.read_done.load(Ordering::Acquire) || self.reset.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(sock) = self.sock.take() else {
+            return;
+        };
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(linger(sock));
+        }
+    }
+}
+
+/// Longest a closed connection is drained for, and most bytes discarded.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_MAX: usize = 16 << 20;
+
+async fn linger(sock: tokio::net::TcpStream) {
+    let _ = SockRef::from(&sock).shutdown(Shutdown::Write);
+    let deadline = tokio::time::sleep(LINGER_TIME);
+    tokio::pin!(deadline);
+    let mut discarded = 0;
+    loop {
+        let r = SCRATCH.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() < READ_CHUNK {
+                buf.resize(READ_CHUNK, 0);
+            }
+            sock.try_read(&mut buf)
+        });
+        match r {
+            Ok(0) => return,
+            Ok(n) => {
+                discarded += n;
+                if discarded > LINGER_MAX {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                tokio::select! {
+                    _ = &mut deadline => return,
+                    r = sock.readable() => if r.is_err() { return },
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 impl Conn {
@@ -248,6 +306,7 @@ impl Conn {
             sock,
             reset: AtomicBool::new(false),
             reset_notify: Notify::new(),
+            read_done: AtomicBool::new(false),
         })
     }
 
@@ -257,6 +316,7 @@ impl Conn {
             sock: OnceLock::new(),
             reset: AtomicBool::new(false),
             reset_notify: Notify::new(),
+            read_done: AtomicBool::new(false),
         })
     }
 
@@ -420,7 +480,11 @@ fn split_in_place(
     }
     if start > 0 {
         let rest = partial.len() - start;
-        if partial.capacity() > 4 * READ_CHUNK && rest < READ_CHUNK {
+        if rest == 0 {
+            // No line pending: reads go through the scratch buffer again, and an idle
+            // connection keeps no buffer.
+            *partial = Vec::new();
+        } else if partial.capacity() > 4 * READ_CHUNK && rest < READ_CHUNK {
             // A long line has gone: do not keep its buffer.
             *partial = partial[start..].to_vec();
         } else {
@@ -520,6 +584,7 @@ impl Reader {
                     }
                 }
                 ReadStep::Eof => {
+                    conn.read_done.store(true, Ordering::Release);
                     // The peer has shut down its sending side: an unterminated last
                     // line is still a line (D38).
                     if !partial.is_empty() {
@@ -550,6 +615,7 @@ impl Reader {
 
     /// A read error ends the read side; the write side is told (a reset ends it too).
     fn fail(&self, out: &Outlet, e: io::Error) {
+        self.conn.read_done.store(true, Ordering::Release);
         self.conn.mark_reset();
         if !is_disconnect(&e) {
             out.report(RuntimeError::new(format!(

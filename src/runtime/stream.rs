@@ -28,6 +28,11 @@ type SourceText = crate::syntax::Source;
 pub const BATCH: usize = 256;
 /// Batches an edge holds before its source is suspended (D2).
 const EDGE_CAPACITY: usize = 16;
+/// Batches the input of an asynchronous sink (a socket writer) holds. A channel sends
+/// what it receives at once, often one value per batch, and drops for a destination
+/// whose input is full: this gives every such destination room for at least 256
+/// values (D53). Channels allocate lazily, so idle connections do not pay for it.
+const SINK_CAPACITY: usize = 256;
 
 /// The role of a stream in the graph (1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,7 +304,7 @@ impl Stream {
         Stream::with_behaviour(
             Role::Consumer,
             Behaviour::Sink(Box::new(sink)),
-            EDGE_CAPACITY,
+            SINK_CAPACITY,
         )
     }
 
