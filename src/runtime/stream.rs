@@ -32,7 +32,10 @@ const EDGE_CAPACITY: usize = 16;
 /// what it receives at once, often one value per batch, and drops for a destination
 /// whose input is full: this gives every such destination room for at least 256
 /// values (D53). Channels allocate lazily, so idle connections do not pay for it.
-const SINK_CAPACITY: usize = 256;
+const SINK_CAPACITY: usize = EDGE_CAPACITY;
+/// Values a channel holds for one destination whose input is full, before it drops
+/// values for it (D53: at least 256).
+const CHAN_BACKLOG: usize = 256;
 
 /// The role of a stream in the graph (1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +253,15 @@ enum Msg {
 struct Dest {
     tx: mpsc::Sender<Msg>,
     input: u32,
+    /// Values a channel could not deliver yet (D53); used only by channels.
+    backlog: Arc<Mutex<Backlog>>,
+}
+
+#[derive(Default)]
+struct Backlog {
+    batches: std::collections::VecDeque<Vec<Value>>,
+    values: usize,
+    warned: bool,
 }
 
 /// A node of the graph.
@@ -393,7 +405,11 @@ pub fn connect(g: &Arc<Globals>, src: &Arc<Stream>, dst: &Arc<Stream>) {
     dst.open_inputs.fetch_add(1, Ordering::AcqRel);
     {
         let mut dests = src.dests.lock();
-        dests.push(Dest { tx, input });
+        dests.push(Dest {
+            tx,
+            input,
+            backlog: Arc::default(),
+        });
         src.dests_version.fetch_add(1, Ordering::Release);
     }
     // Streams start when the code that connects them is done (the script, a stage
@@ -720,19 +736,7 @@ impl Out {
             let d = &self.dests[i];
             let msg = Msg::Batch(d.input, b);
             let ok = if self.lossy {
-                match d.tx.try_send(msg) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        if !self.warned[i] {
-                            self.warned[i] = true;
-                            g.report_warning(
-                                "chan: a destination is not keeping up; values are dropped for it",
-                            );
-                        }
-                        true
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                }
+                deliver_lossy(g, d, msg)
             } else {
                 d.tx.send(msg).await.is_ok()
             };
@@ -766,6 +770,73 @@ impl Out {
             let _ = d.tx.send(Msg::Closed(d.input)).await;
         }
         self.stream.dests.lock().clear();
+    }
+}
+
+/// A channel's send to one destination (D53): never waits. What does not fit waits
+/// in the destination's backlog (up to `CHAN_BACKLOG` values), beyond which values
+/// are dropped for that destination only, with one warning. Returns false when the
+/// destination has closed.
+fn deliver_lossy(g: &Globals, d: &Dest, msg: Msg) -> bool {
+    let mut backlog = d.backlog.lock();
+    // Older values first.
+    while let Some(b) = backlog.batches.pop_front() {
+        let n = b.len();
+        match d.tx.try_send(Msg::Batch(d.input, b)) {
+            Ok(()) => backlog.values -= n,
+            Err(mpsc::error::TrySendError::Full(Msg::Batch(_, b))) => {
+                backlog.batches.push_front(b);
+                break;
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => break,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        }
+    }
+    let Msg::Batch(_, batch) = msg else {
+        return true;
+    };
+    if batch.is_empty() {
+        return true;
+    }
+    if backlog.batches.is_empty() {
+        match d.tx.try_send(Msg::Batch(d.input, batch)) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(Msg::Batch(_, b))) => {
+                return keep_or_drop(g, &mut backlog, b)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => return true,
+        }
+    }
+    keep_or_drop(g, &mut backlog, batch)
+}
+
+fn keep_or_drop(g: &Globals, backlog: &mut Backlog, batch: Vec<Value>) -> bool {
+    if backlog.values + batch.len() <= CHAN_BACKLOG {
+        backlog.values += batch.len();
+        backlog.batches.push_back(batch);
+    } else if !backlog.warned {
+        backlog.warned = true;
+        g.report_warning("chan: a destination is not keeping up; values are dropped for it");
+    }
+    true
+}
+
+impl Out {
+    /// Whether a channel still holds values for a destination.
+    fn has_backlog(&self) -> bool {
+        self.lossy
+            && self
+                .dests
+                .iter()
+                .any(|d| !d.backlog.lock().batches.is_empty())
+    }
+
+    /// Retries a channel's backlogs.
+    fn retry_backlog(&mut self, g: &Globals) {
+        for d in &self.dests {
+            deliver_lossy(g, d, Msg::Batch(d.input, Vec::new()));
+        }
     }
 }
 
@@ -828,7 +899,21 @@ impl Task {
             self.finish().await;
             return;
         }
-        'recv: while let Some(msg) = rx.recv().await {
+        'recv: loop {
+            let msg = if keeps_open && self.out.has_backlog() {
+                // A channel with values waiting for a slow destination retries them
+                // while no new input arrives.
+                match tokio::time::timeout(std::time::Duration::from_millis(10), rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.out.retry_backlog(&self.g);
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(msg) = msg else { break };
             match msg {
                 Msg::Batch(input, vals) => {
                     if self.out.closing || self.stream.orphaned.load(Ordering::Acquire) {
