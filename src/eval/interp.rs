@@ -45,6 +45,9 @@ pub struct RunOptions {
     pub handle_signals: bool,
 }
 
+/// Times the same error at the same place is shown before repeats are only counted.
+const REPEATS_SHOWN: u64 = 10;
+
 /// State shared by everything that runs in one interpreter: the prelude, namespaces,
 /// the top-level frame, the output writers and the stream graph.
 ///
@@ -67,6 +70,9 @@ pub struct Globals {
     pub err: Arc<Output>,
     pub(crate) graph: Graph,
     errors_reported: AtomicUsize,
+    /// How often each (location, message) has been reported: after
+    /// `REPEATS_SHOWN`, repeats are counted and summarised at exit (D36).
+    repeats: parking_lot::Mutex<FxHashMap<String, (u64, String)>>,
     color: AtomicBool,
     /// `exit(n)` ends the process (the command line) rather than the run.
     exit_process: AtomicBool,
@@ -96,6 +102,7 @@ impl Globals {
             err: Output::stderr(),
             graph: Graph::default(),
             errors_reported: AtomicUsize::new(0),
+            repeats: parking_lot::Mutex::new(FxHashMap::default()),
             color: AtomicBool::new(
                 std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             ),
@@ -167,8 +174,46 @@ impl Globals {
             return;
         }
         self.errors_reported.fetch_add(1, Ordering::Relaxed);
+        // D36: the same error at the same place is shown a few times, then counted.
+        let key = {
+            let msg = e.message();
+            let msg = msg.split(" (value: ").next().unwrap_or(msg);
+            match e.location() {
+                Some((src, span)) => format!("{}: {msg}", src.location(*span)),
+                None => msg.to_string(),
+            }
+        };
+        {
+            let mut repeats = self.repeats.lock();
+            let entry = repeats.entry(key.clone()).or_insert((0, key));
+            entry.0 += 1;
+            if entry.0 > REPEATS_SHOWN {
+                return;
+            }
+        }
         self.out.flush();
         self.err.write_raw(e.render(self.color()).as_bytes());
+        self.err.flush();
+    }
+
+    /// Prints how many repeated errors were not shown.
+    pub(crate) fn report_suppressed(&self) {
+        let mut lines: Vec<(u64, String)> = self
+            .repeats
+            .lock()
+            .values()
+            .filter(|(n, _)| *n > REPEATS_SHOWN)
+            .map(|(n, what)| (*n - REPEATS_SHOWN, what.clone()))
+            .collect();
+        lines.sort_by(|a, b| a.1.cmp(&b.1));
+        for (n, what) in lines {
+            let d = Diagnostic::warning(
+                format!("{n} more errors like this were not shown: {what}"),
+                None,
+            );
+            self.err
+                .write_raw(render(None, &d, self.color()).as_bytes());
+        }
         self.err.flush();
     }
 
@@ -603,6 +648,7 @@ fn run_script(g: &Arc<Globals>, code: &Arc<super::ir::FnCode>, frame: &Arc<Frame
     }
     crate::runtime::stream::run_graph(g);
     g.flush_all();
+    g.report_suppressed();
     if let Some(status) = g.exit_requested() {
         status
     } else if g.errors_reported() > 0 {
