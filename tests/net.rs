@@ -24,12 +24,24 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// A port free on both IPv4 and IPv6 (bound dual-stack, then released).
+/// A port no other test of this process has been given: tests run in parallel, and
+/// the kernel may hand the same just-released ephemeral port to two of them, whose
+/// servers would then answer each other's clients.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("[::]:0").or_else(|_| TcpListener::bind("127.0.0.1:0"));
-    l.expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("[::]:0").or_else(|_| TcpListener::bind("127.0.0.1:0"));
+        let port = l
+            .expect("bind an ephemeral port")
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn has_ipv6() -> bool {
@@ -58,10 +70,16 @@ impl Drop for Script {
 struct Server {
     child: Child,
     port: u16,
+    /// Servers run one at a time: a handful of servers and their clients at once on a
+    /// 2-core machine made timing-sensitive checks flaky without testing anything more.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Server {
     fn start(script: &std::path::Path, port: u16) -> Server {
+        let guard = ONE_SERVER.lock().unwrap_or_else(|e| e.into_inner());
         let child = Command::new(streem())
             .arg(script)
             .arg(port.to_string())
@@ -70,7 +88,11 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start streem");
-        let mut server = Server { child, port };
+        let mut server = Server {
+            child,
+            port,
+            _one_at_a_time: guard,
+        };
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
