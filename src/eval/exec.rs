@@ -402,12 +402,7 @@ impl<'a> CallContext<'a> {
         else {
             unreachable!()
         };
-        if a.is_number()
-            && b.is_number()
-            && !BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return ops::arith(*op, &a, &b).map_err(|e| located(e, act.source, *span));
-        }
+        // Two numbers reach here only when a builtin operator was overridden.
         let args: Args = smallvec::smallvec![a, b];
         self.call_operator(act, *name, *var, args, *span, Some(*op))
     }
