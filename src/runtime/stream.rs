@@ -253,6 +253,8 @@ enum Msg {
 struct Dest {
     tx: mpsc::Sender<Msg>,
     input: u32,
+    /// The destination stream (to recognise the one fused into the same task).
+    to: std::sync::Weak<Stream>,
     /// Values a channel could not deliver yet (D53); used only by channels.
     backlog: Arc<Mutex<Backlog>>,
 }
@@ -408,6 +410,7 @@ pub fn connect(g: &Arc<Globals>, src: &Arc<Stream>, dst: &Arc<Stream>) {
         dests.push(Dest {
             tx,
             input,
+            to: Arc::downgrade(dst),
             backlog: Arc::default(),
         });
         src.dests_version.fetch_add(1, Ordering::Release);
@@ -464,18 +467,16 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
     }
     match behaviour {
         Behaviour::Stage(stage) => {
-            let task = Task::new(g, s, stage);
             // A producer made of other streams (`zip`, `concat`) runs on its inputs.
-            if s.role == Role::Producer && s.inputs.load(Ordering::Acquire) == 0 {
-                if task.stage.is_blocking() {
-                    let h = handle.clone();
-                    handle.spawn_blocking(move || h.block_on(task.run_producer()));
-                } else {
-                    handle.spawn(task.run_producer());
-                }
+            let producer = s.role == Role::Producer && s.inputs.load(Ordering::Acquire) == 0;
+            let blocking = producer && stage.is_blocking();
+            let mut task = Task::new(g, s, stage, if producer { None } else { rx }, producer);
+            task.fuse_chain();
+            if blocking {
+                let h = handle.clone();
+                handle.spawn_blocking(move || h.block_on(task.run()));
             } else {
-                let rx = rx.expect("a stream's receiver is taken only once");
-                handle.spawn(task.run_consumer(rx, keeps_open));
+                handle.spawn(task.run());
             }
         }
         Behaviour::Source(source) => {
@@ -644,16 +645,6 @@ impl Inlet {
     }
 }
 
-/// One running stream.
-struct Task {
-    g: Arc<Globals>,
-    /// The top-level frame, fetched once: stage callbacks read globals through it.
-    top: Arc<Frame>,
-    stream: Arc<Stream>,
-    stage: Box<dyn Stage>,
-    out: Out,
-}
-
 /// Pending output of a task and its destinations.
 struct Out {
     stream: Arc<Stream>,
@@ -668,7 +659,13 @@ struct Out {
     /// Capacity of a fresh batch buffer: `BATCH` for stage tasks, 0 for an async
     /// `Source` (an idle socket reader then holds no 4 KB buffer, net.rs / D2).
     reserve: usize,
+    /// The destination fused into the same task (its address), which gets its batches
+    /// handed over in memory instead of sent.
+    inline: Option<*const Stream>,
 }
+
+// SAFETY: `inline` is only compared with addresses, never dereferenced.
+unsafe impl Send for Out {}
 
 impl Emitter for Out {
     fn emit(&mut self, v: Value) -> Result<(), RuntimeError> {
@@ -690,6 +687,7 @@ impl Out {
             lossy,
             warned: Vec::new(),
             reserve: BATCH,
+            inline: None,
         }
     }
 
@@ -716,17 +714,29 @@ impl Out {
 
     /// Sends the pending batch to every destination, waiting for room (D2).
     async fn flush(&mut self, g: &Globals) {
+        let _ = self.flush_split(g).await;
+    }
+
+    /// Sends the pending batch to every destination reached by channel, waiting for
+    /// room (D2), and returns the fused destination's copy with its input number.
+    async fn flush_split(&mut self, g: &Globals) -> Option<(u32, Vec<Value>)> {
         self.prune_closed();
         if self.buf.is_empty() {
-            return;
+            return None;
         }
         if self.dests.is_empty() {
             self.buf.clear();
-            return;
+            return None;
         }
+        let inline = self.inline.and_then(|p| {
+            self.dests
+                .iter()
+                .position(|d| std::ptr::eq(d.to.as_ptr(), p))
+        });
         let mut batch = Some(std::mem::take(&mut self.buf));
         let n = self.dests.len();
         let mut dead = Vec::new();
+        let mut handed = None;
         for i in 0..n {
             let b = if i + 1 == n {
                 batch.take().unwrap_or_default()
@@ -734,6 +744,10 @@ impl Out {
                 batch.clone().unwrap_or_default()
             };
             let d = &self.dests[i];
+            if Some(i) == inline {
+                handed = Some((d.input, b));
+                continue;
+            }
             let msg = Msg::Batch(d.input, b);
             let ok = if self.lossy {
                 deliver_lossy(g, d, msg)
@@ -747,7 +761,10 @@ impl Out {
         if !dead.is_empty() {
             self.remove_dests(&dead);
         }
-        self.buf = Vec::with_capacity(self.reserve);
+        if handed.is_none() {
+            self.buf = Vec::with_capacity(self.reserve);
+        }
+        handed
     }
 
     fn remove_dests(&mut self, dead: &[usize]) {
@@ -763,13 +780,20 @@ impl Out {
         }
     }
 
-    /// Tells every destination this input has ended.
-    async fn close(&mut self) {
+    /// Tells every destination this input has ended; returns the input number of the
+    /// fused destination, which is told by the task instead.
+    async fn close(&mut self) -> Option<u32> {
         self.refresh_dests();
+        let mut inline = None;
         for d in self.dests.drain(..) {
+            if self.inline.is_some_and(|p| std::ptr::eq(d.to.as_ptr(), p)) {
+                inline = Some(d.input);
+                continue;
+            }
             let _ = d.tx.send(Msg::Closed(d.input)).await;
         }
         self.stream.dests.lock().clear();
+        inline
     }
 }
 
@@ -840,165 +864,421 @@ impl Out {
     }
 }
 
+/// One stream of a task's chain, with its stage and its output.
+struct Link {
+    stream: Arc<Stream>,
+    /// `None` once the stream has finished.
+    stage: Option<Box<dyn Stage>>,
+    out: Out,
+    /// The stream's own input channel. The head of a chain receives its input here;
+    /// a fused stream receives its values from the link before it, and this channel
+    /// only carries inputs connected to it later (5.11).
+    rx: Option<mpsc::Receiver<Msg>>,
+    keeps_open: bool,
+    done: bool,
+}
+
+/// What `Task::recv_any` found.
+enum Recv {
+    Msg(usize, Option<Msg>),
+    /// A channel's backlog was retried; look again.
+    Retry,
+    /// No live link has an input channel.
+    Nothing,
+}
+
+/// Work for a link, in the order it was generated (FIFO keeps every edge in order).
+enum Work {
+    Batch(usize, u32, Vec<Value>),
+    Closed(usize, u32),
+}
+
+/// One running task: a chain of streams fused into one task (see `start`). Values
+/// pass from one link to the next as batches handed over in memory, with no
+/// channel and no thread hop; every link keeps its own output edges to streams
+/// outside the chain.
+struct Task {
+    g: Arc<Globals>,
+    /// The top-level frame, fetched once: stage callbacks read globals through it.
+    top: Arc<Frame>,
+    links: Vec<Link>,
+    /// The head produces (its `produce` is called) instead of receiving.
+    producer: bool,
+    work: std::collections::VecDeque<Work>,
+    /// A batch went out over a channel since the last yield.
+    sent: bool,
+}
+
 impl Task {
-    fn new(g: &Arc<Globals>, s: &Arc<Stream>, stage: Box<dyn Stage>) -> Task {
-        let lossy = stage.keeps_open();
+    fn new(
+        g: &Arc<Globals>,
+        s: &Arc<Stream>,
+        stage: Box<dyn Stage>,
+        rx: Option<mpsc::Receiver<Msg>>,
+        producer: bool,
+    ) -> Task {
+        let keeps_open = stage.keeps_open();
         Task {
             g: g.clone(),
             top: g.top_frame(),
-            stream: s.clone(),
-            stage,
-            out: Out::new(s, lossy),
+            links: vec![Link {
+                stream: s.clone(),
+                stage: Some(stage),
+                out: Out::new(s, keeps_open),
+                rx,
+                keeps_open,
+                done: false,
+            }],
+            producer,
+            work: std::collections::VecDeque::new(),
+            sent: false,
         }
     }
 
-    fn context(&mut self) -> (&mut Box<dyn Stage>, StageContext<'_>) {
-        (
-            &mut self.stage,
-            StageContext {
-                g: &self.g,
-                top: &self.top,
-                out: &mut self.out,
-            },
-        )
-    }
-
-    fn report(&self, e: RuntimeError) {
-        if !e.is_skip() {
-            self.g.report_error(&self.stream.locate(e));
-        }
-    }
-
-    async fn run_producer(mut self) {
-        loop {
-            if self.stream.orphaned.load(Ordering::Acquire) {
-                break;
-            }
-            let r = {
-                let (stage, mut cx) = self.context();
-                stage.produce(&mut cx)
-            };
-            start_pending(&self.g);
-            self.out.flush(&self.g).await;
-            match r {
-                Ok(Produce::More) if !self.out.closing => tokio::task::yield_now().await,
-                Ok(_) => break,
-                Err(e) => {
-                    self.report(e);
-                    break;
-                }
-            }
-        }
-        self.finish().await;
-    }
-
-    async fn run_consumer(mut self, mut rx: mpsc::Receiver<Msg>, keeps_open: bool) {
-        let mut open = self.stream.open_inputs.load(Ordering::Acquire);
-        if open == 0 && !keeps_open {
-            // Never fed (D33): nothing will ever arrive.
-            self.finish().await;
+    /// Fuses the stream's single destination into this task while it is a plain
+    /// synchronous stage with this stream as its only input, and so on down the
+    /// chain: `seq | map | filter | count | stdout` becomes one task.
+    fn fuse_chain(&mut self) {
+        if self.links[0].keeps_open || !fusion_enabled() {
             return;
         }
-        'recv: loop {
-            let msg = if keeps_open && self.out.has_backlog() {
-                // A channel with values waiting for a slow destination retries them
-                // while no new input arrives.
-                match tokio::time::timeout(std::time::Duration::from_millis(10), rx.recv()).await {
-                    Ok(m) => m,
-                    Err(_) => {
-                        self.out.retry_backlog(&self.g);
-                        continue;
-                    }
+        loop {
+            let last = self.links.last().expect("a task has a link");
+            let next = {
+                let dests = last.stream.dests.lock();
+                match &dests[..] {
+                    [d] => d.to.upgrade(),
+                    _ => None,
                 }
-            } else {
-                rx.recv().await
             };
-            let Some(msg) = msg else { break };
-            match msg {
-                Msg::Batch(input, vals) => {
-                    if self.out.closing || self.stream.orphaned.load(Ordering::Acquire) {
-                        continue;
-                    }
-                    for v in vals {
-                        let r = {
-                            let (stage, mut cx) = self.context();
-                            stage.on_input(input as usize, v, &mut cx)
-                        };
-                        if let Err(e) = r {
-                            self.report(e);
-                        }
-                        if self.out.closing {
-                            break;
-                        }
-                    }
-                    start_pending(&self.g);
-                    if self.out.buf.is_empty() {
-                        self.out.prune_closed();
-                    }
-                    if self.out.buf.len() >= BATCH || rx.is_empty() {
-                        self.out.flush(&self.g).await;
-                        // Let the destination just woken run on another worker.
-                        tokio::task::yield_now().await;
-                    }
-                    if self.out.closing
-                        || (self.stream.orphaned.load(Ordering::Acquire) && self.role_stops())
-                    {
-                        break 'recv;
-                    }
+            let Some(next) = next else { return };
+            if next.inputs.load(Ordering::Acquire) != 1 {
+                return;
+            }
+            let stage = {
+                let mut behaviour = next.stage.lock();
+                match &*behaviour {
+                    Some(Behaviour::Stage(st)) if !st.keeps_open() => {}
+                    _ => return,
                 }
-                Msg::Closed(input) => {
-                    let r = {
-                        let (stage, mut cx) = self.context();
-                        stage.on_input_closed(input as usize, &mut cx)
-                    };
-                    if let Err(e) = r {
-                        self.report(e);
-                    }
-                    start_pending(&self.g);
-                    self.out.flush(&self.g).await;
-                    open = self.stream.open_inputs.fetch_sub(1, Ordering::AcqRel) - 1;
-                    if self.out.closing || (open == 0 && !keeps_open) {
-                        break 'recv;
-                    }
-                    if keeps_open
-                        && open == 0
-                        && self.g.graph.live_producers.load(Ordering::Acquire) == 0
-                    {
-                        break 'recv;
-                    }
+                // Claim it while holding its lock: `start` swaps first, then takes.
+                if next.started.swap(true, Ordering::AcqRel) {
+                    return;
                 }
-                Msg::Wake => {
-                    let open = self.stream.open_inputs.load(Ordering::Acquire);
-                    if open == 0 && self.g.graph.live_producers.load(Ordering::Acquire) == 0 {
-                        break 'recv;
+                match behaviour.take() {
+                    Some(Behaviour::Stage(st)) => st,
+                    _ => unreachable!("checked above"),
+                }
+            };
+            let rx = next.rx.lock().take();
+            next.tx.lock().take();
+            self.g.graph.live.fetch_add(1, Ordering::AcqRel);
+            if next.role == Role::Producer {
+                self.g.graph.live_producers.fetch_add(1, Ordering::AcqRel);
+            }
+            let last = self.links.last_mut().expect("a task has a link");
+            last.out.inline = Some(Arc::as_ptr(&next));
+            self.links.push(Link {
+                out: Out::new(&next, false),
+                stream: next,
+                stage: Some(stage),
+                rx,
+                keeps_open: false,
+                done: false,
+            });
+        }
+    }
+
+    fn report(&self, i: usize, e: RuntimeError) {
+        if !e.is_skip() {
+            self.g.report_error(&self.links[i].stream.locate(e));
+        }
+    }
+
+    /// Runs a callback of link `i` and reports its error (5.6).
+    fn call(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut dyn Stage, &mut StageContext) -> Result<(), RuntimeError>,
+    ) {
+        let Task { g, top, links, .. } = self;
+        let link = &mut links[i];
+        let Some(stage) = link.stage.as_mut() else {
+            return;
+        };
+        let mut cx = StageContext {
+            g,
+            top,
+            out: &mut link.out,
+        };
+        if let Err(e) = f(&mut **stage, &mut cx) {
+            self.report(i, e);
+        }
+    }
+
+    /// Whether link `i` should stop: it closed itself (`take`), or nobody listens.
+    fn should_stop(&self, i: usize) -> bool {
+        let l = &self.links[i];
+        !l.done
+            && (l.out.closing
+                || (l.stream.orphaned.load(Ordering::Acquire) && l.stream.role != Role::Consumer))
+    }
+
+    /// The head would wait for input now: pending output must go out (flush as soon
+    /// as the producer would wait).
+    fn idle(&self) -> bool {
+        self.producer || self.links[0].rx.as_ref().is_none_or(|rx| rx.is_empty())
+    }
+
+    /// Sends link `i`'s pending output: the fused next link's part is queued as
+    /// work, the rest goes over channels. Output for channels only is held until a
+    /// batch is full or the task would wait.
+    async fn flush(&mut self, i: usize, force: bool) {
+        let idle = self.idle();
+        let link = &mut self.links[i];
+        if link.out.inline.is_none() && !force && link.out.buf.len() < BATCH && !idle {
+            return;
+        }
+        let had = !link.out.buf.is_empty();
+        let inline = link.out.flush_split(&self.g).await;
+        match inline {
+            Some((input, batch)) => self.work.push_back(Work::Batch(i + 1, input, batch)),
+            None => self.sent |= had,
+        }
+    }
+
+    /// Processes queued work until there is none.
+    async fn drain(&mut self) {
+        while let Some(w) = self.work.pop_front() {
+            match w {
+                Work::Batch(i, input, vals) => self.on_batch(i, input, vals).await,
+                Work::Closed(i, input) => self.on_closed(i, input).await,
+            }
+        }
+    }
+
+    async fn on_batch(&mut self, i: usize, input: u32, mut vals: Vec<Value>) {
+        if self.links[i].done || self.should_stop(i) {
+            return;
+        }
+        for v in vals.drain(..) {
+            self.call(i, |st, cx| st.on_input(input as usize, v, cx));
+            if self.links[i].out.closing {
+                break;
+            }
+        }
+        // Give the emptied buffer back to the link that filled it.
+        if i > 0 && self.links[i - 1].out.buf.capacity() == 0 {
+            self.links[i - 1].out.buf = vals;
+        }
+        start_pending(&self.g);
+        self.flush(i, false).await;
+        if self.links[i].out.buf.is_empty() {
+            self.links[i].out.prune_closed();
+        }
+        if self.should_stop(i) {
+            self.finish_link(i).await;
+        }
+    }
+
+    async fn on_closed(&mut self, i: usize, input: u32) {
+        if self.links[i].done {
+            return;
+        }
+        self.call(i, |st, cx| st.on_input_closed(input as usize, cx));
+        start_pending(&self.g);
+        self.flush(i, true).await;
+        let link = &self.links[i];
+        let open = link.stream.open_inputs.fetch_sub(1, Ordering::AcqRel) - 1;
+        let stop = link.out.closing
+            || (open == 0
+                && (!link.keeps_open || self.g.graph.live_producers.load(Ordering::Acquire) == 0));
+        if stop {
+            self.finish_link(i).await;
+        }
+    }
+
+    /// The finishing step of link `i`: `on_close`, the last output, end of stream
+    /// to its destinations (the fused next link gets it as queued work).
+    async fn finish_link(&mut self, i: usize) {
+        if self.links[i].done {
+            return;
+        }
+        self.call(i, |st, cx| st.on_close(cx));
+        start_pending(&self.g);
+        self.flush(i, true).await;
+        let link = &mut self.links[i];
+        link.done = true;
+        if let Some(rx) = link.rx.as_mut() {
+            // Stop accepting input: senders see a closed channel and drop this edge.
+            rx.close();
+        }
+        link.rx = None;
+        if let Some(input) = link.out.close().await {
+            self.work.push_back(Work::Closed(i + 1, input));
+        }
+        let link = &mut self.links[i];
+        link.stage = None;
+        finished(&self.g, &link.stream);
+    }
+
+    /// Stops links nobody listens to any more, from the end of the chain up, so that
+    /// a satisfied `take` stops the stages before it (5.7).
+    async fn stop_orphans(&mut self) {
+        for i in (0..self.links.len()).rev() {
+            if self.links[i].done {
+                continue;
+            }
+            self.links[i].out.prune_closed();
+            if self.should_stop(i) {
+                self.finish_link(i).await;
+                self.drain().await;
+            }
+        }
+    }
+
+    /// Values that arrived on the channels of fused links, without waiting.
+    async fn poll_side_inputs(&mut self) {
+        for i in 1..self.links.len() {
+            loop {
+                let link = &mut self.links[i];
+                let msg = match link.rx.as_mut() {
+                    Some(rx) if !link.done => rx.try_recv(),
+                    _ => break,
+                };
+                match msg {
+                    Ok(m) => {
+                        self.on_msg(i, Some(m)).await;
+                        self.drain().await;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.links[i].rx = None;
+                        break;
                     }
                 }
             }
         }
-        // Stop accepting input: senders see a closed channel and drop this destination.
-        rx.close();
-        self.finish().await;
     }
 
-    /// Filters stop when nobody listens; consumers never have destinations.
-    fn role_stops(&self) -> bool {
-        self.stream.role != Role::Consumer
-    }
-
-    async fn finish(mut self) {
-        let r = {
-            let (stage, mut cx) = self.context();
-            stage.on_close(&mut cx)
-        };
-        if let Err(e) = r {
-            self.report(e);
+    /// The next message on the channel of any live link. `None` when a channel with
+    /// a backlog should retry it (D53) or when no link can receive.
+    async fn recv_any(&mut self) -> Recv {
+        let head = &self.links[0];
+        let retry = head.keeps_open && !head.done && head.out.has_backlog();
+        if !self.links.iter().any(|l| !l.done && l.rx.is_some()) {
+            return Recv::Nothing;
         }
-        start_pending(&self.g);
-        self.out.flush(&self.g).await;
-        self.out.close().await;
-        drop(self.stage);
-        finished(&self.g, &self.stream);
+        let links = &mut self.links;
+        let next = std::future::poll_fn(|cx| {
+            for (i, l) in links.iter_mut().enumerate() {
+                if l.done {
+                    continue;
+                }
+                if let Some(rx) = l.rx.as_mut() {
+                    if let std::task::Poll::Ready(m) = rx.poll_recv(cx) {
+                        return std::task::Poll::Ready((i, m));
+                    }
+                }
+            }
+            std::task::Poll::Pending
+        });
+        if retry {
+            // A channel with values waiting for a slow destination retries them
+            // while no new input arrives.
+            match tokio::time::timeout(std::time::Duration::from_millis(10), next).await {
+                Ok((i, m)) => Recv::Msg(i, m),
+                Err(_) => {
+                    self.links[0].out.retry_backlog(&self.g);
+                    Recv::Retry
+                }
+            }
+        } else {
+            let (i, m) = next.await;
+            Recv::Msg(i, m)
+        }
     }
+
+    async fn on_msg(&mut self, i: usize, msg: Option<Msg>) {
+        match msg {
+            Some(Msg::Batch(input, vals)) => self.work.push_back(Work::Batch(i, input, vals)),
+            Some(Msg::Closed(input)) => self.work.push_back(Work::Closed(i, input)),
+            Some(Msg::Wake) => {
+                let link = &self.links[i];
+                let open = link.stream.open_inputs.load(Ordering::Acquire);
+                if open == 0 && self.g.graph.live_producers.load(Ordering::Acquire) == 0 {
+                    self.finish_link(i).await;
+                }
+            }
+            None => {
+                // Every sender is gone.
+                self.links[i].rx = None;
+                self.finish_link(i).await;
+            }
+        }
+        self.drain().await;
+    }
+
+    async fn run(mut self) {
+        let head = &self.links[0];
+        if !self.producer
+            && head.stream.open_inputs.load(Ordering::Acquire) == 0
+            && !head.keeps_open
+        {
+            // Never fed (D33): nothing will ever arrive.
+            self.finish_link(0).await;
+            self.drain().await;
+        }
+        while self.links.iter().any(|l| !l.done) {
+            if self.producer && !self.links[0].done {
+                if self.links[0].stream.orphaned.load(Ordering::Acquire) {
+                    self.finish_link(0).await;
+                } else {
+                    let mut r: Result<Produce, ()> = Ok(Produce::Done);
+                    self.call(0, |st, cx| {
+                        r = Ok(st.produce(cx)?);
+                        Ok(())
+                    });
+                    start_pending(&self.g);
+                    self.flush(0, true).await;
+                    self.drain().await;
+                    if r != Ok(Produce::More) || self.links[0].out.closing {
+                        self.finish_link(0).await;
+                    }
+                }
+                self.drain().await;
+                self.poll_side_inputs().await;
+                self.stop_orphans().await;
+                if !self.links[0].done {
+                    tokio::task::yield_now().await;
+                }
+                continue;
+            }
+            match self.recv_any().await {
+                Recv::Msg(i, msg) => self.on_msg(i, msg).await,
+                Recv::Retry => continue,
+                Recv::Nothing => {
+                    // No live link can receive anything: end them all.
+                    for i in 0..self.links.len() {
+                        self.finish_link(i).await;
+                        self.drain().await;
+                    }
+                }
+            }
+            self.stop_orphans().await;
+            if self.sent {
+                self.sent = false;
+                // Let the destination just woken run on another worker.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Chains of stages are fused into one task unless `STRM_FUSE=0` (for measurement).
+fn fusion_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("STRM_FUSE").map_or(true, |v| v.trim() != "0"))
 }
 
 /// Lets channels re-check whether the program is otherwise finished.
