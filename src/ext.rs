@@ -208,10 +208,11 @@ impl<'a> CallContext<'a> {
     /// D34): a parameterless lambda is called with no arguments.
     pub fn call_with_element(&mut self, f: &Value, v: Value) -> Result<Value, RuntimeError> {
         if let Value::Func(func) = f {
-            if let Func::Closure { code, .. } = &**func {
+            if let Func::Closure { code, env } = &**func {
                 if code.parameterless {
                     return self.call_value(f, &[]);
                 }
+                return self.call_closure_one(code, env.as_ref(), v);
             }
         }
         self.call_value(f, &[v])

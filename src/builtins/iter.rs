@@ -259,6 +259,16 @@ impl Stage for Filter {
         }
         Ok(())
     }
+
+    fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
+        let f = &self.f;
+        cx.each_value(vals, |call, v| {
+            if call.call_with_element(f, v.clone())?.truthy() {
+                call.emit(v)?;
+            }
+            Ok(())
+        });
+    }
 }
 
 struct Each {
@@ -269,6 +279,14 @@ impl Stage for Each {
     fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
         cx.call_context().call_with_element(&self.f, v)?;
         Ok(())
+    }
+
+    fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
+        let f = &self.f;
+        cx.each_value(vals, |call, v| {
+            call.call_with_element(f, v)?;
+            Ok(())
+        });
     }
 }
 

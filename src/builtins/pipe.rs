@@ -140,6 +140,14 @@ impl Stage for MapStage {
         let r = cx.call_context().call_with_element(&self.f, v)?;
         cx.emit(r)
     }
+
+    fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
+        let f = &self.f;
+        cx.each_value(vals, |call, v| {
+            let r = call.call_with_element(f, v)?;
+            call.emit(r)
+        });
+    }
 }
 
 pub fn register(r: &Registry) {

@@ -294,6 +294,9 @@ impl<'a> CallContext<'a> {
             Expr::Binary {
                 op, lhs, rhs, span, ..
             } => {
+                if let Some(r) = int_binary(act, *op, lhs, rhs) {
+                    return Ok(r);
+                }
                 let a = self.operand(act, lhs)?;
                 let b = self.operand(act, rhs)?;
                 if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
@@ -326,6 +329,11 @@ impl<'a> CallContext<'a> {
             Expr::Equal {
                 negate, lhs, rhs, ..
             } => {
+                if let Some(x) = int_expr(act, lhs) {
+                    if let Some(y) = int_expr(act, rhs) {
+                        return Ok(Value::Bool((x == y) != *negate));
+                    }
+                }
                 let a = self.operand(act, lhs)?;
                 let b = self.operand(act, rhs)?;
                 // Numbers and strings have no namespace `==`: compare directly.
@@ -876,6 +884,53 @@ impl<'a> CallContext<'a> {
         Ok(())
     }
 
+    /// Calls a closure with one argument, moved into its first slot: the call a
+    /// stage makes for every element.
+    pub(crate) fn call_closure_one(
+        &mut self,
+        code: &Arc<FnCode>,
+        env: Option<&Arc<Frame>>,
+        v: Value,
+    ) -> Result<Value, RuntimeError> {
+        if let FnBody::Plain { params: 1, body } = &code.body {
+            let layout = code.frame;
+            if !layout.heap {
+                // Slot arrays of the exact size: dropping unused slots costs too.
+                match layout.nslots {
+                    1 => return self.run_one::<1>(code, env, body, v),
+                    2 => return self.run_one::<2>(code, env, body, v),
+                    3 | 4 => return self.run_one::<4>(code, env, body, v),
+                    _ => {}
+                }
+            }
+        }
+        self.call_closure(code, env, std::slice::from_ref(&v))
+    }
+
+    #[inline(always)]
+    fn run_one<const N: usize>(
+        &mut self,
+        code: &Arc<FnCode>,
+        env: Option<&Arc<Frame>>,
+        body: &Block,
+        v: Value,
+    ) -> Result<Value, RuntimeError> {
+        self.enter()?;
+        let mut slots: [Option<Value>; N] = std::array::from_fn(|_| None);
+        slots[0] = Some(v);
+        let mut act = Act {
+            locals: Locals::Stack(&mut slots[..code.frame.nslots as usize]),
+            env,
+            source: &code.source,
+        };
+        let r = match &body[..] {
+            [Stmt::Expr(e)] => finish(self.eval(&mut act, e)),
+            _ => finish(self.exec_block(&mut act, body)),
+        };
+        self.depth -= 1;
+        r
+    }
+
     pub(crate) fn call_closure(
         &mut self,
         code: &Arc<FnCode>,
@@ -1151,6 +1206,68 @@ impl<'a> CallContext<'a> {
         Ok(self
             .namespace_of(v)
             .is_some_and(|ns| Arc::ptr_eq(&ns, &want)))
+    }
+}
+
+/// An integer arithmetic operand, evaluated without `Value`s when it is made only of
+/// integer constants, integer locals and `+ - * %` (pure, so the general path may
+/// evaluate it again when this gives up with `None`).
+#[inline(always)]
+fn int_expr(act: &Act, e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Const(Value::Int(x), _) => Some(*x),
+        Expr::Var {
+            var: VarRef::Local(i),
+            ..
+        } => match &act.locals {
+            Locals::Stack(slots) => match &slots[*i as usize] {
+                Some(Value::Int(x)) => Some(*x),
+                _ => None,
+            },
+            Locals::Heap(f) => match f.get_ref(*i) {
+                Some(Value::Int(x)) => Some(*x),
+                _ => None,
+            },
+        },
+        Expr::Binary { op, lhs, rhs, .. } => int_arith(act, *op, lhs, rhs),
+        _ => None,
+    }
+}
+
+#[inline(never)]
+fn int_arith(act: &Act, op: Arith, lhs: &Expr, rhs: &Expr) -> Option<i64> {
+    if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let x = int_expr(act, lhs)?;
+    let y = int_expr(act, rhs)?;
+    match op {
+        Arith::Add => x.checked_add(y),
+        Arith::Sub => x.checked_sub(y),
+        Arith::Mul => x.checked_mul(y),
+        Arith::Mod if y != 0 => Some(x.wrapping_rem(y)),
+        _ => None,
+    }
+}
+
+/// `lhs op rhs` on integers without `Value`s, or `None` for the general path.
+#[inline]
+fn int_binary(act: &Act, op: Arith, lhs: &Expr, rhs: &Expr) -> Option<Value> {
+    if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let x = int_expr(act, lhs)?;
+    let y = int_expr(act, rhs)?;
+    match op {
+        Arith::Add => x.checked_add(y).map(Value::Int),
+        Arith::Sub => x.checked_sub(y).map(Value::Int),
+        Arith::Mul => x.checked_mul(y).map(Value::Int),
+        Arith::Mod if y != 0 => Some(Value::Int(x.wrapping_rem(y))),
+        Arith::Lt => Some(Value::Bool(x < y)),
+        Arith::Le => Some(Value::Bool(x <= y)),
+        Arith::Gt => Some(Value::Bool(x > y)),
+        Arith::Ge => Some(Value::Bool(x >= y)),
+        _ => None,
     }
 }
 

@@ -152,6 +152,22 @@ pub trait Stage: Send + 'static {
         self.on_value(v, cx)
     }
 
+    /// A batch of values from input number `input`, to be taken out of `vals` in
+    /// order. The default calls [`on_input`](Stage::on_input) for each value, reports
+    /// its errors (5.6) and stops early once the stage has closed itself; a stage
+    /// that calls a script function per value may override it to keep one
+    /// [`CallContext`] for the whole batch (see [`StageContext::each_value`]).
+    fn on_batch(&mut self, input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
+        for v in vals.drain(..) {
+            if let Err(e) = self.on_input(input, v, cx) {
+                cx.report(e);
+            }
+            if cx.out.closing {
+                break;
+            }
+        }
+    }
+
     /// Input number `input` has ended (others may still be open).
     fn on_input_closed(
         &mut self,
@@ -1061,12 +1077,19 @@ impl Task {
         if self.links[i].done || self.should_stop(i) {
             return;
         }
-        for v in vals.drain(..) {
-            self.call(i, |st, cx| st.on_input(input as usize, v, cx));
-            if self.links[i].out.closing {
-                break;
+        {
+            let Task { g, top, links, .. } = self;
+            let link = &mut links[i];
+            if let Some(stage) = link.stage.as_mut() {
+                let mut cx = StageContext {
+                    g,
+                    top,
+                    out: &mut link.out,
+                };
+                stage.on_batch(input as usize, &mut vals, &mut cx);
             }
         }
+        vals.clear();
         // Give the emptied buffer back to the link that filled it.
         if i > 0 && self.links[i - 1].out.buf.capacity() == 0 {
             self.links[i - 1].out.buf = vals;
@@ -1318,6 +1341,26 @@ impl<'t> StageContext<'t> {
     /// Calls `f` with `args` in this stage.
     pub fn call(&mut self, f: &Value, args: &[Value]) -> Result<Value, RuntimeError> {
         self.call_context().call_value(f, args)
+    }
+
+    /// Runs `f` on every value taken out of `vals`, in order, with one
+    /// [`CallContext`] for the whole batch (script functions it calls emit into this
+    /// stage); an error is reported (5.6) and the next value goes on.
+    pub fn each_value(
+        &mut self,
+        vals: &mut Vec<Value>,
+        mut f: impl FnMut(&mut CallContext<'_>, Value) -> Result<(), RuntimeError>,
+    ) {
+        let g = self.g;
+        let stream = self.out.stream.clone();
+        let mut call = CallContext::with_top(self.g, self.top, Some(&mut *self.out));
+        for v in vals.drain(..) {
+            if let Err(e) = f(&mut call, v) {
+                if !e.is_skip() {
+                    g.report_error(&stream.locate(e));
+                }
+            }
+        }
     }
 
     /// Every destination has closed: a producer should stop (5.7).
