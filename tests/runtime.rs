@@ -151,3 +151,31 @@ fn sigint_flushes_what_was_printed_and_exits_130() {
     assert_eq!(status.code(), Some(130));
     assert_eq!(out, "before\n");
 }
+
+#[test]
+fn a_busy_fused_chain_splits_across_threads_and_keeps_order() {
+    // Two expensive halves: the fused task cuts itself in two (STRM_TRACE_SPLIT
+    // reports the cut); values must still arrive complete and in order.
+    let heavy = "if (x % 3 == 0) x * 2 + 1 else x * 3 - 1";
+    let prog = format!(
+        "seq(400000) | map{{x -> {heavy}}} | map{{x -> {heavy}}} | map{{x -> {heavy}}} \
+         | map{{x -> {heavy}}} | map{{x -> {heavy}}} | map{{x -> {heavy}}} | stdout"
+    );
+    let out = streem()
+        .args(["-e", &prog])
+        .env("STRM_WORKER_MAX", "2")
+        .env("STRM_TRACE_SPLIT", "1")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("split at"), "no split: {stderr}");
+    let f = |x: i64| if x % 3 == 0 { x * 2 + 1 } else { x * 3 - 1 };
+    let want: String = (1..=400000i64)
+        .map(|x| format!("{}\n", f(f(f(f(f(f(x))))))))
+        .collect();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == want,
+        "output differs"
+    );
+}

@@ -61,12 +61,25 @@ fn each_char(b: &[u8], mut f: impl FnMut(usize, usize) -> bool) {
 
 /// The number of characters (D25).
 pub fn char_count(b: &[u8]) -> usize {
-    if b.is_ascii() {
+    if is_ascii(b) {
         return b.len();
     }
     b.utf8_chunks()
         .map(|c| c.valid().chars().count() + c.invalid().len())
         .sum()
+}
+
+/// Whether every byte is ASCII: an OR over the bytes, which the compiler turns into
+/// wide vector operations (faster than `<[u8]>::is_ascii` on line-sized input).
+#[inline]
+fn is_ascii(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(32);
+    let mut acc = 0u8;
+    for c in &mut chunks {
+        acc |= c.iter().fold(0, |a, &x| a | x);
+    }
+    acc |= chunks.remainder().iter().fold(0, |a, &x| a | x);
+    acc < 0x80
 }
 
 /// The byte offset where character `n` starts (`b.len()` if there are not that many).
@@ -186,7 +199,23 @@ fn number(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
 
 fn contains(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
     let (s, sub) = (a.bytes(0)?, a.bytes(1)?);
-    Ok(Value::Bool(memmem::find(s, sub).is_some()))
+    // The same needle is searched for line after line: keep its searcher.
+    thread_local! {
+        static FINDER: RefCell<Option<memmem::Finder<'static>>> = const { RefCell::new(None) };
+    }
+    let found = FINDER.with(|f| {
+        let mut f = f.borrow_mut();
+        match f.as_ref() {
+            Some(finder) if finder.needle() == sub => finder.find(s).is_some(),
+            _ => {
+                let finder = memmem::Finder::new(sub).into_owned();
+                let found = finder.find(s).is_some();
+                *f = Some(finder);
+                found
+            }
+        }
+    });
+    Ok(Value::Bool(found))
 }
 
 fn starts_with(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {

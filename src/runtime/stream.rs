@@ -764,11 +764,23 @@ impl Out {
                 handed = Some((d.input, b));
                 continue;
             }
-            let msg = Msg::Batch(d.input, b);
             let ok = if self.lossy {
-                deliver_lossy(g, d, msg)
+                deliver_lossy(g, d, Msg::Batch(d.input, b))
+            } else if b.len() <= BATCH {
+                d.tx.send(Msg::Batch(d.input, b)).await.is_ok()
             } else {
-                d.tx.send(msg).await.is_ok()
+                // A stage that emits many values per input (`flatmap`) sends them in
+                // batches of `BATCH`, so an edge holds a bounded number of values.
+                let mut ok = true;
+                let mut rest = b.into_iter();
+                while ok {
+                    let chunk: Vec<Value> = rest.by_ref().take(BATCH).collect();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    ok = d.tx.send(Msg::Batch(d.input, chunk)).await.is_ok();
+                }
+                ok
             };
             if !ok {
                 dead.push(i);
@@ -892,6 +904,8 @@ struct Link {
     rx: Option<mpsc::Receiver<Msg>>,
     keeps_open: bool,
     done: bool,
+    /// Time spent in its callbacks since the task last considered splitting.
+    busy: std::time::Duration,
 }
 
 /// What `Task::recv_any` found.
@@ -923,6 +937,9 @@ struct Task {
     work: std::collections::VecDeque<Work>,
     /// A batch went out over a channel since the last yield.
     sent: bool,
+    /// Batches taken by the head, and since when, for `maybe_split`.
+    batches: u32,
+    window: std::time::Instant,
 }
 
 impl Task {
@@ -944,11 +961,80 @@ impl Task {
                 rx,
                 keeps_open,
                 done: false,
+                busy: std::time::Duration::ZERO,
             }],
             producer,
             work: std::collections::VecDeque::new(),
             sent: false,
+            batches: 0,
+            window: std::time::Instant::now(),
         }
+    }
+
+    /// Splits the chain in two tasks when both halves are busy enough for running
+    /// them on two cores to pay for the hand-over of each batch (the design notes'
+    /// "split only where parallelism pays"). Called between head batches, with no
+    /// queued work. The cut link keeps its channel, so values already handed over
+    /// stay in order and the rest travel by channel.
+    fn maybe_split(&mut self) {
+        self.batches += 1;
+        if self.links.len() < 2
+            || self.batches < SPLIT_MIN_BATCHES
+            || worker_count() < 2
+            || !split_enabled()
+        {
+            return;
+        }
+        let wall = self.window.elapsed();
+        if wall < SPLIT_WINDOW {
+            return;
+        }
+        let busy: Vec<std::time::Duration> = self.links.iter().map(|l| l.busy).collect();
+        let batches = self.batches;
+        self.batches = 0;
+        self.window = std::time::Instant::now();
+        for l in &mut self.links {
+            l.busy = std::time::Duration::ZERO;
+        }
+        let total: std::time::Duration = busy.iter().sum();
+        if total * 2 < wall || self.links.iter().any(|l| l.done) || !self.work.is_empty() {
+            return;
+        }
+        // The cut that balances the two halves best.
+        let (mut best, mut best_k) = (std::time::Duration::ZERO, 0);
+        for k in 1..busy.len() {
+            let a: std::time::Duration = busy[..k].iter().sum();
+            let smaller = a.min(total - a);
+            if smaller > best {
+                (best, best_k) = (smaller, k);
+            }
+        }
+        if best_k == 0 || best * 4 < total || best / batches < SPLIT_MIN_BATCH_COST {
+            return;
+        }
+        let Some(handle) = self.g.graph.handle.get() else {
+            return;
+        };
+        if std::env::var_os("STRM_TRACE_SPLIT").is_some() {
+            eprintln!("split at {best_k}: busy {busy:?} over {wall:?}, {batches} batches");
+        }
+        let tail = self.links.split_off(best_k);
+        self.links[best_k - 1].out.inline = None;
+        let task = Task {
+            g: self.g.clone(),
+            top: self.top.clone(),
+            links: tail,
+            producer: false,
+            work: std::collections::VecDeque::new(),
+            sent: false,
+            batches: 0,
+            window: std::time::Instant::now(),
+        };
+        // A thread of its own: as a runtime task, woken by the other half, it would
+        // sit in that worker's LIFO slot, which no idle worker may steal, and both
+        // halves would keep sharing one core.
+        let h = handle.clone();
+        handle.spawn_blocking(move || h.block_on(task.run()));
     }
 
     /// Fuses the stream's single destination into this task while it is a plain
@@ -1001,6 +1087,7 @@ impl Task {
                 rx,
                 keeps_open: false,
                 done: false,
+                busy: std::time::Duration::ZERO,
             });
         }
     }
@@ -1086,7 +1173,9 @@ impl Task {
                     top,
                     out: &mut link.out,
                 };
+                let t0 = std::time::Instant::now();
                 stage.on_batch(input as usize, &mut vals, &mut cx);
+                link.busy += t0.elapsed();
             }
         }
         vals.clear();
@@ -1258,10 +1347,12 @@ impl Task {
                     self.finish_link(0).await;
                 } else {
                     let mut r: Result<Produce, ()> = Ok(Produce::Done);
+                    let t0 = std::time::Instant::now();
                     self.call(0, |st, cx| {
                         r = Ok(st.produce(cx)?);
                         Ok(())
                     });
+                    self.links[0].busy += t0.elapsed();
                     start_pending(&self.g);
                     self.flush(0, true).await;
                     self.drain().await;
@@ -1273,6 +1364,7 @@ impl Task {
                 self.poll_side_inputs().await;
                 self.stop_orphans().await;
                 if !self.links[0].done {
+                    self.maybe_split();
                     tokio::task::yield_now().await;
                 }
                 continue;
@@ -1289,6 +1381,7 @@ impl Task {
                 }
             }
             self.stop_orphans().await;
+            self.maybe_split();
             if self.sent {
                 self.sent = false;
                 // Let the destination just woken run on another worker.
@@ -1296,6 +1389,19 @@ impl Task {
             }
         }
     }
+}
+
+/// Head batches and time a task watches before it considers splitting its chain.
+const SPLIT_MIN_BATCHES: u32 = 16;
+const SPLIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+/// A half of a chain must cost at least this much per batch to run on its own task
+/// (a hand-over costs a few microseconds when the other side sleeps).
+const SPLIT_MIN_BATCH_COST: std::time::Duration = std::time::Duration::from_micros(25);
+
+/// Fused chains split themselves where parallelism pays unless `STRM_SPLIT=0`.
+fn split_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("STRM_SPLIT").map_or(true, |v| v.trim() != "0"))
 }
 
 /// Chains of stages are fused into one task unless `STRM_FUSE=0` (for measurement).
@@ -1389,6 +1495,11 @@ impl<'t> StageContext<'t> {
 
 /// Worker threads: `STRM_WORKER_MAX`, or the available parallelism.
 fn worker_count() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(read_worker_count)
+}
+
+fn read_worker_count() -> usize {
     std::env::var("STRM_WORKER_MAX")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
