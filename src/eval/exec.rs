@@ -358,8 +358,11 @@ impl<'a> CallContext<'a> {
                 args,
                 span,
             } => {
+                if let Some(borrowed) = borrow_args(act, args) {
+                    return self.call_named(act, *name, *var, &borrowed, *span);
+                }
                 let vals = self.eval_args(act, args)?;
-                self.call_named(act, *name, *var, vals, *span)
+                self.call_named(act, *name, *var, &vals, *span)
             }
             _ => self.eval_cold(act, e),
         }
@@ -612,7 +615,7 @@ impl<'a> CallContext<'a> {
                     for item in &items[1..] {
                         args.push(self.eval(act, item)?);
                     }
-                    self.call_named(act, *name, *var, args, *span)
+                    self.call_named(act, *name, *var, &args, *span)
                 }
             }
         }
@@ -724,7 +727,14 @@ impl<'a> CallContext<'a> {
         Ok(ns.get(name))
     }
 
-    fn call_named(&mut self, act: &mut Act, name: Sym, var: VarRef, args: Args, span: Span) -> R {
+    fn call_named(
+        &mut self,
+        act: &mut Act,
+        name: Sym,
+        var: VarRef,
+        args: &[Value],
+        span: Span,
+    ) -> R {
         // Methods of the builtin namespaces are called straight from the namespace's
         // table, without cloning the function value.
         if name.in_namespace() {
@@ -736,7 +746,7 @@ impl<'a> CallContext<'a> {
                 _ => None,
             };
             if let Some(ns) = ns {
-                let r = ns.with_value(name, |f| f.map(|f| self.call_value(f, &args)));
+                let r = ns.with_value(name, |f| f.map(|f| self.call_value(f, args)));
                 if let Some(r) = r {
                     return r.map_err(|e| located(e, act.source, span));
                 }
@@ -761,7 +771,7 @@ impl<'a> CallContext<'a> {
                         // SAFETY: `fv` points into a slot of the top-level frame, which
                         // `self` keeps alive for the whole call and which is never
                         // written again once bound (OnceLock).
-                        let r = self.call_value(unsafe { &*fv }, &args);
+                        let r = self.call_value(unsafe { &*fv }, args);
                         return match r {
                             Ok(Value::Stream(s)) => {
                                 s.set_location(act.source, span);
@@ -774,11 +784,11 @@ impl<'a> CallContext<'a> {
                 }
                 match self.read_var(act, var, name) {
                     Some(f) => f,
-                    None => return Err(located(no_function(name, &args), act.source, span)),
+                    None => return Err(located(no_function(name, args), act.source, span)),
                 }
             }
         };
-        match self.call_value(&f, &args) {
+        match self.call_value(&f, args) {
             Ok(Value::Stream(s)) => {
                 s.set_location(act.source, span);
                 Ok(Value::Stream(s))
@@ -1207,6 +1217,51 @@ impl<'a> CallContext<'a> {
             .namespace_of(v)
             .is_some_and(|ns| Arc::ptr_eq(&ns, &want)))
     }
+}
+
+/// Arguments that are all constants or bound locals, as bitwise copies that are never
+/// dropped: the call borrows them without touching reference counts (which, for a
+/// line just read on another core, costs a cache miss each way).
+struct BorrowedArgs(std::mem::ManuallyDrop<SmallVec<[Value; 4]>>);
+
+impl std::ops::Deref for BorrowedArgs {
+    type Target = [Value];
+    fn deref(&self) -> &[Value] {
+        &self.0
+    }
+}
+
+/// `None` when some argument is anything else (then they are evaluated as usual).
+#[inline]
+fn borrow_args(act: &Act, args: &[Arg]) -> Option<BorrowedArgs> {
+    if args.len() > 4 {
+        return None;
+    }
+    let mut out: std::mem::ManuallyDrop<SmallVec<[Value; 4]>> = Default::default();
+    for a in args {
+        let v: &Value = match a {
+            Arg::Pos(Expr::Const(v, _)) => v,
+            Arg::Pos(Expr::Var {
+                var: VarRef::Local(i),
+                ..
+            }) => {
+                let v = match &act.locals {
+                    Locals::Stack(slots) => slots[*i as usize].as_ref(),
+                    Locals::Heap(f) => f.get_ref(*i),
+                };
+                v?
+            }
+            _ => return None,
+        };
+        // SAFETY: the copy shares the original's reference without counting it. The
+        // original (a constant of the code, or a single-assignment slot of the
+        // running scope) outlives the call, nothing can take it out of its slot
+        // meanwhile, and the copy is never dropped (`ManuallyDrop`, and at most 4
+        // values so the vector never spills to the heap). Callees get `&[Value]`:
+        // they can only clone it, which counts a real reference.
+        out.push(unsafe { std::ptr::read(v) });
+    }
+    Some(BorrowedArgs(out))
 }
 
 /// An integer arithmetic operand, evaluated without `Value`s when it is made only of
