@@ -155,6 +155,7 @@ pub fn compile_top(
     top.nslots = scope.nslots;
     top.ns_names = c.ns_names;
     Ok(Arc::new(FnCode {
+        pure_int: std::sync::OnceLock::new(),
         name: None,
         body: FnBody::Plain { params: 0, body },
         frame: scope.layout(),
@@ -448,6 +449,7 @@ impl Compiler<'_> {
                     name: sym,
                     is_class: *is_class,
                     body: Arc::new(FnCode {
+                        pure_int: std::sync::OnceLock::new(),
                         name: Some(sym),
                         body: FnBody::Plain {
                             params: 0,
@@ -516,6 +518,7 @@ impl Compiler<'_> {
         };
         let scope = self.scopes.pop().expect("function scope");
         Arc::new(FnCode {
+            pure_int: std::sync::OnceLock::new(),
             name: name.map(Sym::new),
             body: FnBody::Plain {
                 params: params.len() as u32,
@@ -555,6 +558,7 @@ impl Compiler<'_> {
             (body, scope.layout())
         });
         Arc::new(FnCode {
+            pure_int: std::sync::OnceLock::new(),
             name: None,
             body: FnBody::Case { clauses, else_body },
             frame: FrameLayout::default(),

@@ -903,6 +903,13 @@ impl<'a> CallContext<'a> {
         v: Value,
     ) -> Result<Value, RuntimeError> {
         if let FnBody::Plain { params: 1, body } = &code.body {
+            if let Value::Int(x) = v {
+                if let Some(p) = code.pure_int.get_or_init(|| compile_int_lambda(code)) {
+                    if let Some(r) = run_int_prog(p, x) {
+                        return Ok(r);
+                    }
+                }
+            }
             let layout = code.frame;
             if !layout.heap {
                 // Slot arrays of the exact size: dropping unused slots costs too.
@@ -1262,6 +1269,99 @@ fn borrow_args(act: &Act, args: &[Arg]) -> Option<BorrowedArgs> {
         out.push(unsafe { std::ptr::read(v) });
     }
     Some(BorrowedArgs(out))
+}
+
+/// Compiles `code` to an [`ir::IntProg`] when it is `{x -> E}` with `E` made only of
+/// `x`, integer constants, `+ - * %`, and at the top a comparison or `==`/`!=`: then,
+/// given an integer, it runs without a frame.
+fn compile_int_lambda(code: &FnCode) -> Option<ir::IntProg> {
+    use ir::{IntOp, IntProg};
+    fn node(e: &Expr, top: bool) -> Option<IntProg> {
+        let (op, lhs, rhs) = match e {
+            Expr::Const(Value::Int(c), _) => return Some(IntProg::C(*c)),
+            Expr::Var {
+                var: VarRef::Local(0),
+                ..
+            } => return Some(IntProg::X),
+            Expr::Binary { op, lhs, rhs, .. } => {
+                let op = match op {
+                    Arith::Add => IntOp::Add,
+                    Arith::Sub => IntOp::Sub,
+                    Arith::Mul => IntOp::Mul,
+                    Arith::Mod => IntOp::Mod,
+                    Arith::Lt if top => IntOp::Lt,
+                    Arith::Le if top => IntOp::Le,
+                    Arith::Gt if top => IntOp::Gt,
+                    Arith::Ge if top => IntOp::Ge,
+                    _ => return None,
+                };
+                (op, lhs, rhs)
+            }
+            Expr::Equal {
+                negate, lhs, rhs, ..
+            } if top => (IntOp::Eq(*negate), lhs, rhs),
+            _ => return None,
+        };
+        Some(match (node(lhs, false)?, node(rhs, false)?) {
+            (IntProg::X, IntProg::C(c)) => IntProg::XC(op, c),
+            (l, r) => IntProg::Op(op, Box::new(l), Box::new(r)),
+        })
+    }
+    match &code.body {
+        FnBody::Plain { params: 1, body } if !code.frame.heap && code.frame.nslots == 1 => {
+            match &body[..] {
+                [Stmt::Expr(e)] => node(e, true),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Runs an [`ir::IntProg`] on `x`. `None` (overflow, remainder by zero, an
+/// overridden operator) sends the call down the general path, which then gives the
+/// answer or error it always gives.
+#[inline]
+fn run_int_prog(p: &ir::IntProg, x: i64) -> Option<Value> {
+    use ir::{IntOp, IntProg};
+    #[inline]
+    fn apply(op: IntOp, a: i64, b: i64) -> Option<Value> {
+        Some(match op {
+            IntOp::Add => Value::Int(a.checked_add(b)?),
+            IntOp::Sub => Value::Int(a.checked_sub(b)?),
+            IntOp::Mul => Value::Int(a.checked_mul(b)?),
+            IntOp::Mod if b != 0 => Value::Int(a.wrapping_rem(b)),
+            IntOp::Mod => return None,
+            IntOp::Lt => Value::Bool(a < b),
+            IntOp::Le => Value::Bool(a <= b),
+            IntOp::Gt => Value::Bool(a > b),
+            IntOp::Ge => Value::Bool(a >= b),
+            IntOp::Eq(negate) => Value::Bool((a == b) != negate),
+        })
+    }
+    fn int(p: &IntProg, x: i64) -> Option<i64> {
+        match p {
+            IntProg::X => Some(x),
+            IntProg::C(c) => Some(*c),
+            IntProg::XC(op, c) => match apply(*op, x, *c)? {
+                Value::Int(v) => Some(v),
+                _ => None,
+            },
+            IntProg::Op(op, l, r) => match apply(*op, int(l, x)?, int(r, x)?)? {
+                Value::Int(v) => Some(v),
+                _ => None,
+            },
+        }
+    }
+    if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    match p {
+        IntProg::X => Some(Value::Int(x)),
+        IntProg::C(c) => Some(Value::Int(*c)),
+        IntProg::XC(op, c) => apply(*op, x, *c),
+        IntProg::Op(op, l, r) => apply(*op, int(l, x)?, int(r, x)?),
+    }
 }
 
 /// An integer arithmetic operand, evaluated without `Value`s when it is made only of

@@ -246,6 +246,37 @@ pub struct FnCode {
     pub parameterless: bool,
     pub source: Arc<Source>,
     pub span: Span,
+    /// A one-parameter lambda whose body is integer arithmetic and comparisons of
+    /// its parameter and integer constants (`{x -> x * 2}`, `{x -> x % 3 == 0}`):
+    /// called with an integer it is evaluated without a frame (`exec::int_lambda`).
+    /// Compiled on first call.
+    pub pure_int: std::sync::OnceLock<Option<IntProg>>,
+}
+
+/// An integer operation of an [`IntProg`].
+#[derive(Debug, Clone, Copy)]
+pub enum IntOp {
+    Add,
+    Sub,
+    Mul,
+    Mod,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// `==` (or `!=` when true).
+    Eq(bool),
+}
+
+/// The body of a pure integer lambda as a small tree over `i64` (see
+/// `FnCode::pure_int`); the commonest shape, the parameter with a constant
+/// (`x * 2`, `x % 3`), is one node.
+#[derive(Debug)]
+pub enum IntProg {
+    X,
+    C(i64),
+    XC(IntOp, i64),
+    Op(IntOp, Box<IntProg>, Box<IntProg>),
 }
 
 impl FnCode {
