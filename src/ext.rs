@@ -136,6 +136,9 @@ pub struct CallContext<'a> {
     pub(crate) depth: u32,
     /// Lowest native stack address calls may reach (0: not yet measured).
     pub(crate) stack_floor: usize,
+    /// The last method of a builtin namespace this context called (a stage calls
+    /// the same one for every value of a batch).
+    pub(crate) method_cache: Option<crate::eval::exec::MethodCache>,
 }
 
 impl<'a> CallContext<'a> {
@@ -149,6 +152,7 @@ impl<'a> CallContext<'a> {
             emitter,
             depth: 0,
             stack_floor: 0,
+            method_cache: None,
         }
     }
 
@@ -163,6 +167,7 @@ impl<'a> CallContext<'a> {
             emitter,
             depth: 0,
             stack_floor: 0,
+            method_cache: None,
         }
     }
 

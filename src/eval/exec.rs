@@ -9,7 +9,7 @@ use super::func::{Frame, Func};
 use super::ir::{
     self, Arg, Arith, Block, Clause, Expr, FnBody, FnCode, Pat, PatList, Stmt, VarRef,
 };
-use super::namespace::{Binding, Namespace, BUILTIN_OPERATOR_OVERRIDDEN};
+use super::namespace::{Binding, Namespace, BUILTIN_OPERATOR_OVERRIDDEN, NAMESPACE_GENERATION};
 use super::ops;
 use super::symbol::Sym;
 use super::value::{Array, Fields, Str, Value};
@@ -739,15 +739,30 @@ impl<'a> CallContext<'a> {
         // table, without cloning the function value.
         if name.in_namespace() {
             let g = self.g;
-            let ns = match args.first() {
-                Some(Value::Int(_) | Value::Float(_)) => Some(&g.ns_number),
-                Some(Value::Str(_)) => Some(&g.ns_string),
-                Some(Value::Time(_)) => Some(&g.ns_time),
-                _ => None,
+            let (ns, kind) = match args.first() {
+                Some(Value::Int(_) | Value::Float(_)) => (Some(&g.ns_number), 1),
+                Some(Value::Str(_)) => (Some(&g.ns_string), 2),
+                Some(Value::Time(_)) => (Some(&g.ns_time), 3),
+                _ => (None, 0),
             };
             if let Some(ns) = ns {
-                let r = ns.with_value(name, |f| f.map(|f| self.call_value(f, args)));
-                if let Some(r) = r {
+                let generation = NAMESPACE_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+                let cached = match self.method_cache.take() {
+                    Some(c) if c.name == name && c.kind == kind && c.generation == generation => {
+                        Some(c)
+                    }
+                    _ => ns.with_value(name, |f| {
+                        f.map(|f| MethodCache {
+                            name,
+                            kind,
+                            generation,
+                            f: f.clone(),
+                        })
+                    }),
+                };
+                if let Some(c) = cached {
+                    let r = self.call_value(&c.f, args);
+                    self.method_cache = Some(c);
                     return r.map_err(|e| located(e, act.source, span));
                 }
             }
@@ -1224,6 +1239,16 @@ impl<'a> CallContext<'a> {
             .namespace_of(v)
             .is_some_and(|ns| Arc::ptr_eq(&ns, &want)))
     }
+}
+
+/// A method of a builtin namespace found by name, kept by a [`CallContext`] for the
+/// next call: valid while no namespace has changed since (`generation`).
+pub(crate) struct MethodCache {
+    name: Sym,
+    /// Which builtin namespace: 1 number, 2 string, 3 time.
+    kind: u8,
+    generation: u64,
+    f: Value,
 }
 
 /// Arguments that are all constants or bound locals, as bitwise copies that are never

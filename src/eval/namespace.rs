@@ -33,6 +33,10 @@ pub struct Namespace {
     writer: Mutex<()>,
 }
 
+/// Bumped whenever a namespace binds a name: method caches compare it.
+pub static NAMESPACE_GENERATION: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Set when user code overrides an operator of a builtin namespace, which turns
 /// off the evaluator's arithmetic fast paths.
 pub static BUILTIN_OPERATOR_OVERRIDDEN: AtomicBool = AtomicBool::new(false);
@@ -84,6 +88,7 @@ impl Namespace {
         name.mark_in_namespace();
         table.insert(name, binding);
         self.table.store(std::sync::Arc::new(table));
+        NAMESPACE_GENERATION.fetch_add(1, Ordering::Release);
         Ok(())
     }
 

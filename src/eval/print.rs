@@ -277,6 +277,18 @@ impl CallContext<'_> {
 
     /// 4.12 step 1: a `string` binding in the value's own namespace.
     fn custom_string(&mut self, out: &mut Vec<u8>, v: &Value) -> Result<bool, RuntimeError> {
+        // The builtin namespaces are asked without cloning their `Arc` (a reference
+        // count every worker would write for every number printed).
+        let g = self.globals();
+        let builtin = match v {
+            Value::Int(_) | Value::Float(_) => Some(&g.ns_number),
+            Value::Str(_) => Some(&g.ns_string),
+            Value::Time(_) => Some(&g.ns_time),
+            _ => None,
+        };
+        if builtin.is_some_and(|ns| !ns.has_string()) {
+            return Ok(false);
+        }
         let Some(ns) = self.namespace_of(v) else {
             return Ok(false);
         };
