@@ -498,6 +498,43 @@ impl Stage for LineWriter {
         Ok(())
     }
 
+    /// Standard output and error take a batch as one block of text: one lock and one
+    /// copy per batch instead of per line.
+    fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
+        if !matches!(self.target, WriteTarget::Stdout | WriteTarget::Stderr) {
+            for v in vals.drain(..) {
+                if let Err(e) = self.on_value(v, cx) {
+                    cx.report(e);
+                }
+            }
+            return;
+        }
+        self.buf.clear();
+        for v in vals.drain(..) {
+            let start = self.buf.len();
+            match &v {
+                Value::Str(s) => self.buf.extend_from_slice(s.as_bytes()),
+                _ => {
+                    if let Err(e) = cx.call_context().write_display(&mut self.buf, &v) {
+                        self.buf.truncate(start);
+                        cx.report(e);
+                        continue;
+                    }
+                }
+            }
+            self.buf.push(b'\n');
+        }
+        if matches!(self.target, WriteTarget::Stderr) {
+            cx.globals().err.write_raw(&self.buf);
+            return;
+        }
+        let out = &cx.globals().out;
+        out.write_raw(&self.buf);
+        if out.is_broken() {
+            cx.close();
+        }
+    }
+
     fn on_close(&mut self, _cx: &mut StageContext) -> Result<(), RuntimeError> {
         if let WriteTarget::File(f) = &mut self.target {
             f.flush()

@@ -1003,6 +1003,11 @@ impl Task {
         // The cut that balances the two halves best.
         let (mut best, mut best_k) = (std::time::Duration::ZERO, 0);
         for k in 1..busy.len() {
+            // A lone sink is not worth a thread: every value would cross cores only
+            // to be copied into an output buffer.
+            if k + 1 == busy.len() && self.links[k].stream.role == Role::Consumer {
+                continue;
+            }
             let a: std::time::Duration = busy[..k].iter().sum();
             let smaller = a.min(total - a);
             if smaller > best {
