@@ -16,7 +16,8 @@ use crate::builtins::pipe::MapStage;
 use crate::eval::ops::{compare, equals};
 use crate::eval::print::inspect_plain;
 use crate::ext::{
-    Args, Array, Produce, Registry, Role, RuntimeError, Stage, StageContext, Stream, Value,
+    Args, Array, CallContext, Produce, Registry, Role, RuntimeError, Stage, StageContext, Stream,
+    Value,
 };
 
 /// Values a producer emits per `produce` turn.
@@ -700,6 +701,27 @@ struct ReduceByKey {
 
 impl Stage for ReduceByKey {
     fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        self.add(v, &mut cx.call_context())
+    }
+
+    fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
+        cx.each_value(vals, |call, v| self.add(v, call));
+    }
+
+    fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        let mut all: Vec<(usize, Value, Value)> = std::mem::take(&mut self.unmatchable);
+        all.reserve(self.map.len());
+        all.extend(self.map.drain().map(|(k, a)| (a.order, k.v, a.acc)));
+        all.sort_unstable_by_key(|e| e.0);
+        for (_, key, acc) in all {
+            cx.emit(Value::array(vec![key, acc]))?;
+        }
+        Ok(())
+    }
+}
+
+impl ReduceByKey {
+    fn add(&mut self, v: Value, call: &mut CallContext) -> Result<(), RuntimeError> {
         let pair = match v {
             Value::Array(a) if a.items.len() == 2 => a,
             other => {
@@ -735,7 +757,7 @@ impl Stage for ReduceByKey {
             }
         };
         let args = [key.v, std::mem::take(&mut slot.acc), value];
-        match cx.call(&self.f, &args) {
+        match call.call_value(&self.f, &args) {
             Ok(r) => {
                 slot.acc = r;
                 Ok(())
@@ -747,17 +769,6 @@ impl Stage for ReduceByKey {
                 ignore_skip(Err(err))
             }
         }
-    }
-
-    fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        let mut all: Vec<(usize, Value, Value)> = std::mem::take(&mut self.unmatchable);
-        all.reserve(self.map.len());
-        all.extend(self.map.drain().map(|(k, a)| (a.order, k.v, a.acc)));
-        all.sort_unstable_by_key(|e| e.0);
-        for (_, key, acc) in all {
-            cx.emit(Value::array(vec![key, acc]))?;
-        }
-        Ok(())
     }
 }
 
