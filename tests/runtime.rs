@@ -179,3 +179,46 @@ fn a_busy_fused_chain_splits_across_threads_and_keeps_order() {
         "output differs"
     );
 }
+
+#[test]
+fn a_trickle_on_a_pipe_is_delivered_while_the_pipe_stays_open() {
+    // D2: what was read goes downstream before the reader waits for more, so a line
+    // on a pipe that stays open (`tail -f | streem`) comes out at once.
+    let mut child = streem()
+        .args(["-e", "stdin | map{x -> x + \"!\"} | stdout"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let _ = tx.send(got.clone());
+        }
+    });
+    stdin.write_all(b"a\n").expect("write");
+    stdin.flush().expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen != b"a!\n" && Instant::now() < deadline {
+        if let Ok(g) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen = g;
+        }
+    }
+    let on_time = seen == b"a!\n";
+    drop(stdin);
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    assert!(
+        on_time,
+        "the line did not come out while the pipe was open: {seen:?}"
+    );
+    assert!(status.is_some_and(|s| s.success()));
+}

@@ -383,7 +383,12 @@ impl LineReader {
     }
 
     /// The next line, reading as needed; `None` at end of input.
-    pub fn next_line(&mut self, before_read: &mut dyn FnMut()) -> std::io::Result<Option<&[u8]>> {
+    /// The next line; `before_read` is called before each read and may refuse it
+    /// (returns false): then `Ok(None)` is returned although the input has not ended.
+    pub fn next_line(
+        &mut self,
+        before_read: &mut dyn FnMut() -> bool,
+    ) -> std::io::Result<Option<&[u8]>> {
         loop {
             if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
                 let s = self.start;
@@ -412,7 +417,9 @@ impl LineReader {
                 let n = self.buf.len() * 2;
                 self.buf.resize(n, 0);
             }
-            before_read();
+            if !before_read() {
+                return Ok(None);
+            }
             match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
@@ -434,11 +441,19 @@ impl Stage for LineReader {
     fn produce(&mut self, cx: &mut StageContext) -> Result<Produce, RuntimeError> {
         let out = cx.globals().out.clone();
         let interactive = self.interactive;
-        for _ in 0..LINES_PER_TURN {
+        for i in 0..LINES_PER_TURN {
+            // A read may block (a pipe, a terminal, `tail -f`): lines already read in
+            // this turn go downstream first (D2: flush before waiting).
+            let mut refused = false;
             let line = self.next_line(&mut || {
+                if i > 0 {
+                    refused = true;
+                    return false;
+                }
                 if interactive {
                     out.flush()
                 }
+                true
             });
             match line {
                 Ok(Some(l)) => {
@@ -448,6 +463,7 @@ impl Stage for LineReader {
                         return Ok(Produce::Done);
                     }
                 }
+                Ok(None) if refused => return Ok(Produce::More),
                 Ok(None) => return Ok(Produce::Done),
                 Err(e) => return Err(RuntimeError::new(format!("read error: {e}"))),
             }
