@@ -1,10 +1,12 @@
 //! Streams (graph nodes), stages and the concurrent graph runner.
 //!
-//! Every started stream is one task on a multi-threaded tokio runtime. Edges are
+//! Started streams run as tasks on a multi-threaded tokio runtime; a chain of
+//! single-input stages is fused into one task (`Task::fuse_chain`) and cuts itself in
+//! two threads when both halves are busy (`Task::maybe_split`). Edges between tasks are
 //! bounded channels carrying *batches* of values, so synchronisation is paid per batch,
 //! not per value, and a fast producer is suspended when its destination is full (D2).
-//! A stage's callbacks run only inside its own task, so they never run concurrently
-//! with each other (1.6); different stages run in parallel on different workers.
+//! A stage is owned by exactly one task, so its callbacks never run concurrently with
+//! each other (1.6); different tasks run in parallel on different workers.
 //!
 //! A task flushes its pending output when the batch is full or as soon as it would
 //! otherwise wait (its input is empty, or it is about to block on a read), so a slow
