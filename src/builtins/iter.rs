@@ -250,17 +250,6 @@ struct Filter {
 }
 
 impl Stage for Filter {
-    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        if cx
-            .call_context()
-            .call_with_element(&self.f, v.clone())?
-            .truthy()
-        {
-            cx.emit(v)?;
-        }
-        Ok(())
-    }
-
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
         let f = &self.f;
         cx.each_value(vals, |call, v| {
@@ -277,11 +266,6 @@ struct Each {
 }
 
 impl Stage for Each {
-    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        cx.call_context().call_with_element(&self.f, v)?;
-        Ok(())
-    }
-
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
         let f = &self.f;
         cx.each_value(vals, |call, v| {
@@ -700,10 +684,6 @@ struct ReduceByKey {
 }
 
 impl Stage for ReduceByKey {
-    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        self.add(v, &mut cx.call_context())
-    }
-
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
         cx.each_value(vals, |call, v| self.add(v, call));
     }

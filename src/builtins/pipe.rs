@@ -136,11 +136,6 @@ pub struct MapStage {
 }
 
 impl Stage for MapStage {
-    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        let r = cx.call_context().call_with_element(&self.f, v)?;
-        cx.emit(r)
-    }
-
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
         let f = &self.f;
         cx.each_value(vals, |call, v| {

@@ -302,18 +302,7 @@ impl<'a> CallContext<'a> {
                 if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
                     // The commonest case, without the general dispatch of `ops::arith`.
                     if !BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
-                        let r = match op {
-                            Arith::Add => x.checked_add(*y).map(Value::Int),
-                            Arith::Sub => x.checked_sub(*y).map(Value::Int),
-                            Arith::Mul => x.checked_mul(*y).map(Value::Int),
-                            Arith::Mod if *y != 0 => Some(Value::Int(x.wrapping_rem(*y))),
-                            Arith::Lt => Some(Value::Bool(x < y)),
-                            Arith::Le => Some(Value::Bool(x <= y)),
-                            Arith::Gt => Some(Value::Bool(x > y)),
-                            Arith::Ge => Some(Value::Bool(x >= y)),
-                            _ => None,
-                        };
-                        if let Some(r) = r {
+                        if let Some(r) = int_op(*op, *x, *y) {
                             return Ok(r);
                         }
                     }
@@ -1302,26 +1291,20 @@ fn borrow_args(act: &Act, args: &[Arg]) -> Option<BorrowedArgs> {
 fn compile_int_lambda(code: &FnCode) -> Option<ir::IntProg> {
     use ir::{IntOp, IntProg};
     fn node(e: &Expr, top: bool) -> Option<IntProg> {
+        // Comparisons give booleans: only the outermost operation may be one.
         let (op, lhs, rhs) = match e {
             Expr::Const(Value::Int(c), _) => return Some(IntProg::C(*c)),
             Expr::Var {
                 var: VarRef::Local(0),
                 ..
             } => return Some(IntProg::X),
-            Expr::Binary { op, lhs, rhs, .. } => {
-                let op = match op {
-                    Arith::Add => IntOp::Add,
-                    Arith::Sub => IntOp::Sub,
-                    Arith::Mul => IntOp::Mul,
-                    Arith::Mod => IntOp::Mod,
-                    Arith::Lt if top => IntOp::Lt,
-                    Arith::Le if top => IntOp::Le,
-                    Arith::Gt if top => IntOp::Gt,
-                    Arith::Ge if top => IntOp::Ge,
-                    _ => return None,
-                };
-                (op, lhs, rhs)
-            }
+            Expr::Binary { op, lhs, rhs, .. } => match op {
+                Arith::Add | Arith::Sub | Arith::Mul | Arith::Mod => (IntOp::Arith(*op), lhs, rhs),
+                Arith::Lt | Arith::Le | Arith::Gt | Arith::Ge if top => {
+                    (IntOp::Arith(*op), lhs, rhs)
+                }
+                _ => return None,
+            },
             Expr::Equal {
                 negate, lhs, rhs, ..
             } if top => (IntOp::Eq(*negate), lhs, rhs),
@@ -1351,18 +1334,10 @@ fn run_int_prog(p: &ir::IntProg, x: i64) -> Option<Value> {
     use ir::{IntOp, IntProg};
     #[inline]
     fn apply(op: IntOp, a: i64, b: i64) -> Option<Value> {
-        Some(match op {
-            IntOp::Add => Value::Int(a.checked_add(b)?),
-            IntOp::Sub => Value::Int(a.checked_sub(b)?),
-            IntOp::Mul => Value::Int(a.checked_mul(b)?),
-            IntOp::Mod if b != 0 => Value::Int(a.wrapping_rem(b)),
-            IntOp::Mod => return None,
-            IntOp::Lt => Value::Bool(a < b),
-            IntOp::Le => Value::Bool(a <= b),
-            IntOp::Gt => Value::Bool(a > b),
-            IntOp::Ge => Value::Bool(a >= b),
-            IntOp::Eq(negate) => Value::Bool((a == b) != negate),
-        })
+        match op {
+            IntOp::Arith(op) => int_op(op, a, b),
+            IntOp::Eq(negate) => Some(Value::Bool((a == b) != negate)),
+        }
     }
     fn int(p: &IntProg, x: i64) -> Option<i64> {
         match p {
@@ -1419,13 +1394,8 @@ fn int_arith(act: &Act, op: Arith, lhs: &Expr, rhs: &Expr) -> Option<i64> {
     if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
-    let x = int_expr(act, lhs)?;
-    let y = int_expr(act, rhs)?;
-    match op {
-        Arith::Add => x.checked_add(y),
-        Arith::Sub => x.checked_sub(y),
-        Arith::Mul => x.checked_mul(y),
-        Arith::Mod if y != 0 => Some(x.wrapping_rem(y)),
+    match int_op(op, int_expr(act, lhs)?, int_expr(act, rhs)?)? {
+        Value::Int(v) => Some(v),
         _ => None,
     }
 }
@@ -1436,8 +1406,14 @@ fn int_binary(act: &Act, op: Arith, lhs: &Expr, rhs: &Expr) -> Option<Value> {
     if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
-    let x = int_expr(act, lhs)?;
-    let y = int_expr(act, rhs)?;
+    int_op(op, int_expr(act, lhs)?, int_expr(act, rhs)?)
+}
+
+/// `x op y` for the integer operations every fast path shares; `None` on overflow,
+/// a remainder by zero or another operator (the general path, `ops::arith`, then
+/// gives the float result or the error).
+#[inline(always)]
+fn int_op(op: Arith, x: i64, y: i64) -> Option<Value> {
     match op {
         Arith::Add => x.checked_add(y).map(Value::Int),
         Arith::Sub => x.checked_sub(y).map(Value::Int),

@@ -253,18 +253,11 @@ pub struct FnCode {
     pub pure_int: std::sync::OnceLock<Option<IntProg>>,
 }
 
-/// An integer operation of an [`IntProg`].
+/// An integer operation of an [`IntProg`]: an arithmetic operator or comparison
+/// (`+ - * %`, `< <= > >=`), or `==` (`!=` when true).
 #[derive(Debug, Clone, Copy)]
 pub enum IntOp {
-    Add,
-    Sub,
-    Mul,
-    Mod,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    /// `==` (or `!=` when true).
+    Arith(Arith),
     Eq(bool),
 }
 
