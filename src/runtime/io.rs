@@ -5,28 +5,56 @@ use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::stream::{Produce, Role, Stage, StageContext, Stream};
 use crate::eval::error::RuntimeError;
 use crate::eval::value::Value;
 
-/// Buffer size above which an output writer writes through.
-const OUTPUT_FLUSH_AT: usize = 64 * 1024;
+/// Buffer size above which an output writer hands its buffer over to be written.
+const OUTPUT_FLUSH_AT: usize = 256 * 1024;
 /// Lines a reader emits per turn before letting other producers run.
 const LINES_PER_TURN: usize = 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// One ordered, buffered writer for a standard stream (D39). Lines are appended whole,
 /// so concurrent writers never interleave mid-line.
+///
+/// Large output is written behind: a full buffer goes to a writer thread of its own
+/// (started with the first full buffer), so the `write` system calls (the kernel's copy
+/// into the page cache is most of `stdin | stdout > file`) overlap with the graph's work
+/// instead of stalling it. At most two buffers are in flight, so memory stays bounded
+/// and a slow reader of our stdout still paces the program. Every explicit flush waits
+/// until all of it is written, so ordering with stderr and exit is as before.
 pub struct Output {
     inner: Mutex<OutputInner>,
-    broken: AtomicBool,
+    shared: Arc<OutputShared>,
 }
 
 struct OutputInner {
     buf: Vec<u8>,
-    sink: Box<dyn Write + Send>,
+    /// Whether the writer thread runs (then every write of the sink happens there).
+    behind: bool,
+}
+
+/// What the appending side and the writer thread share.
+struct OutputShared {
+    sink: Mutex<Box<dyn Write + Send>>,
+    broken: AtomicBool,
+    handoff: Mutex<Handoff>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Handoff {
+    /// The buffer waiting to be written.
+    full: Option<Vec<u8>>,
+    /// Written buffers, kept for reuse.
+    spare: Vec<Vec<u8>>,
+    /// The writer thread is inside `write`.
+    writing: bool,
+    /// The `Output` is gone: the writer thread ends.
+    quit: bool,
 }
 
 /// A `Write` for a file descriptor the process does not own (0, 1, 2).
@@ -43,15 +71,56 @@ impl Write for FdWriter {
     }
 }
 
+impl OutputShared {
+    /// Writes `buf` to the sink; a failure (EPIPE/ECONNRESET, D40, or any other) means
+    /// the sink is gone.
+    fn write(&self, buf: &[u8]) {
+        if buf.is_empty() || self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut sink = self.sink.lock();
+        if sink.write_all(buf).and_then(|_| sink.flush()).is_err() {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The writer thread: writes each handed-over buffer, in order.
+    fn write_behind(&self) {
+        let mut h = self.handoff.lock();
+        loop {
+            if let Some(mut buf) = h.full.take() {
+                h.writing = true;
+                self.changed.notify_all();
+                drop(h);
+                self.write(&buf);
+                buf.clear();
+                h = self.handoff.lock();
+                h.spare.push(buf);
+                h.writing = false;
+                self.changed.notify_all();
+            } else if h.quit {
+                return;
+            } else {
+                self.changed.wait(&mut h);
+            }
+        }
+    }
+}
+
 impl Output {
     /// A writer to `sink`.
     pub fn new(sink: Box<dyn Write + Send>) -> Arc<Output> {
         Arc::new(Output {
             inner: Mutex::new(OutputInner {
                 buf: Vec::with_capacity(OUTPUT_FLUSH_AT),
-                sink,
+                behind: false,
             }),
-            broken: AtomicBool::new(false),
+            shared: Arc::new(OutputShared {
+                sink: Mutex::new(sink),
+                broken: AtomicBool::new(false),
+                handoff: Mutex::new(Handoff::default()),
+                changed: Condvar::new(),
+            }),
         })
     }
 
@@ -65,14 +134,17 @@ impl Output {
         Output::new(Box::new(FdWriter(2)))
     }
 
-    /// Replaces the sink (embedding: capture output).
+    /// Replaces the sink (embedding: capture output). What was written before goes to
+    /// the old sink.
     pub fn redirect(&self, sink: Box<dyn Write + Send>) {
-        self.inner.lock().sink = sink;
+        let mut inner = self.inner.lock();
+        self.flush_locked(&mut inner);
+        *self.shared.sink.lock() = sink;
     }
 
     /// Writing failed with EPIPE/ECONNRESET: the reader is gone (D40).
     pub fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
+        self.shared.broken.load(Ordering::Relaxed)
     }
 
     /// Appends `line` and a newline.
@@ -81,7 +153,7 @@ impl Output {
         inner.buf.extend_from_slice(line);
         inner.buf.push(b'\n');
         if inner.buf.len() >= OUTPUT_FLUSH_AT {
-            self.flush_locked(&mut inner);
+            self.hand_over(&mut inner);
         }
     }
 
@@ -90,40 +162,121 @@ impl Output {
         let mut inner = self.inner.lock();
         inner.buf.extend_from_slice(bytes);
         if inner.buf.len() >= OUTPUT_FLUSH_AT {
-            self.flush_locked(&mut inner);
+            self.hand_over(&mut inner);
         }
     }
 
     /// Flushes pending output unless another thread is writing right now (the
     /// periodic flush of D39).
     pub fn flush_if_idle(&self) {
-        if let Some(mut inner) = self.inner.try_lock() {
-            self.flush_locked(&mut inner);
+        let Some(mut inner) = self.inner.try_lock() else {
+            return;
+        };
+        if inner.buf.is_empty() {
+            return;
+        }
+        if !inner.behind {
+            self.shared.write(&inner.buf);
+            inner.buf.clear();
+            return;
+        }
+        let mut h = self.shared.handoff.lock();
+        if h.full.is_none() {
+            Self::put(&mut h, &mut inner.buf);
+            self.shared.changed.notify_all();
         }
     }
 
-    /// Writes pending output to the sink.
+    /// Writes pending output to the sink, and waits until it is written.
     pub fn flush(&self) {
         let mut inner = self.inner.lock();
         self.flush_locked(&mut inner);
     }
 
-    fn flush_locked(&self, inner: &mut OutputInner) {
+    /// Starts writing pending output without waiting for it to be written (before a
+    /// read that may block: a prompt must show, but need not be on the screen before
+    /// the read begins).
+    pub fn flush_soon(&self) {
+        let mut inner = self.inner.lock();
         if inner.buf.is_empty() {
             return;
         }
-        if self.is_broken() {
+        if inner.behind {
+            self.hand_over(&mut inner);
+        } else {
+            self.shared.write(&inner.buf);
+            inner.buf.clear();
+        }
+    }
+
+    fn flush_locked(&self, inner: &mut OutputInner) {
+        if !inner.behind {
+            self.shared.write(&inner.buf);
             inner.buf.clear();
             return;
         }
-        let OutputInner { buf, sink } = inner;
-        let r = sink.write_all(buf).and_then(|_| sink.flush());
-        buf.clear();
-        // EPIPE/ECONNRESET (D40) and any other write failure: the sink is gone.
-        if r.is_err() {
-            self.broken.store(true, Ordering::Relaxed);
+        let mut h = self.shared.handoff.lock();
+        if !inner.buf.is_empty() {
+            while h.full.is_some() {
+                self.shared.changed.wait(&mut h);
+            }
+            Self::put(&mut h, &mut inner.buf);
+            self.shared.changed.notify_all();
+        }
+        while h.full.is_some() || h.writing {
+            self.shared.changed.wait(&mut h);
         }
     }
+
+    /// A full buffer: to the writer thread (started now if need be), waiting while the
+    /// one before is still waiting to be written.
+    fn hand_over(&self, inner: &mut OutputInner) {
+        if !inner.behind {
+            let shared = self.shared.clone();
+            let started = std::thread::Builder::new()
+                .name("streem-output".into())
+                .spawn(move || shared.write_behind());
+            if started.is_err() {
+                // No thread to be had: write here, as before.
+                self.shared.write(&inner.buf);
+                inner.buf.clear();
+                return;
+            }
+            inner.behind = true;
+        }
+        let mut h = self.shared.handoff.lock();
+        while h.full.is_some() {
+            self.shared.changed.wait(&mut h);
+        }
+        Self::put(&mut h, &mut inner.buf);
+        self.shared.changed.notify_all();
+    }
+
+    /// Moves `buf` into the hand-off slot and gives it a spare buffer in its place.
+    fn put(h: &mut Handoff, buf: &mut Vec<u8>) {
+        let spare = h
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(OUTPUT_FLUSH_AT));
+        h.full = Some(std::mem::replace(buf, spare));
+    }
+}
+
+impl Drop for Output {
+    /// Ends the writer thread once what was handed over is written.
+    fn drop(&mut self) {
+        self.shared.handoff.lock().quit = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+/// Whether descriptor `fd` is a regular file (reading it never waits for a person or
+/// another program, so nothing needs flushing before a read).
+fn is_regular_file(fd: i32) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` into the buffer it is given; it is read only on success.
+    let ok = unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0;
+    ok && unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFREG
 }
 
 /// What an io object allows (4.7).
@@ -301,7 +454,10 @@ impl Io {
                     };
                     Stream::new(
                         Role::Producer,
-                        LineReader::new(reader, matches!(self.kind, IoKind::Stdin)),
+                        LineReader::new(
+                            reader,
+                            matches!(self.kind, IoKind::Stdin) && !is_regular_file(0),
+                        ),
                     )
                 })
                 .clone(),
@@ -451,7 +607,7 @@ impl Stage for LineReader {
                     return false;
                 }
                 if interactive {
-                    out.flush()
+                    out.flush_soon()
                 }
                 true
             });
