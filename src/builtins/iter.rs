@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rustc_hash::FxHasher;
 
 use crate::builtins::pipe::MapStage;
+use crate::eval::exec::{int_lambda, int_lambda_runs};
 use crate::eval::ops::{compare, equals};
 use crate::eval::print::inspect_plain;
 use crate::ext::{
@@ -252,6 +253,28 @@ struct Filter {
 impl Stage for Filter {
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
         let f = &self.f;
+        if let Some(p) = int_lambda(f) {
+            // `{x -> x % 3 == 0}` over integers: the kept values are compacted in
+            // place and passed on whole; from the first value the program cannot
+            // take, the general path goes on.
+            let mut keep = Vec::new();
+            let seen = int_lambda_runs(p, vals, |_, r| keep.extend(r.iter().map(Value::truthy)));
+            let mut kept = 0;
+            for (i, k) in keep.into_iter().enumerate() {
+                if k {
+                    vals.swap(kept, i);
+                    kept += 1;
+                }
+            }
+            vals.drain(kept..seen);
+            if kept == vals.len() {
+                cx.emit_batch(vals);
+                return;
+            }
+            let rest = vals.split_off(kept);
+            cx.emit_batch(vals);
+            *vals = rest;
+        }
         cx.each_value(vals, |call, v| {
             if call.call_with_element(f, v.clone())?.truthy() {
                 call.emit(v)?;
@@ -439,6 +462,10 @@ impl Stage for Count {
     fn on_value(&mut self, _v: Value, _cx: &mut StageContext) -> Result<(), RuntimeError> {
         self.n += 1;
         Ok(())
+    }
+    fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, _cx: &mut StageContext) {
+        self.n += vals.len() as i64;
+        vals.clear();
     }
     fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
         cx.emit(Value::Int(self.n))

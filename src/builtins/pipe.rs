@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::eval::exec::{int_lambda, int_lambda_runs};
 use crate::eval::print::inspect_plain;
 use crate::ext::{
     Args, Array, CallContext, Func, Produce, Registry, Role, RuntimeError, Stage, StageContext,
@@ -138,6 +139,21 @@ pub struct MapStage {
 impl Stage for MapStage {
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
         let f = &self.f;
+        if let Some(p) = int_lambda(f) {
+            // `{x -> x * 2}` over integers: transformed in place, the batch passed on
+            // whole; from the first value it cannot take, the general path goes on.
+            let mut results = Vec::new();
+            let done = int_lambda_runs(p, vals, |_, r| results.extend_from_slice(r));
+            // The integers replaced own nothing: dropping them is free.
+            vals.splice(..done, results);
+            if done == vals.len() {
+                cx.emit_batch(vals);
+                return;
+            }
+            let rest = vals.split_off(done);
+            cx.emit_batch(vals);
+            *vals = rest;
+        }
         cx.each_value(vals, |call, v| {
             let r = call.call_with_element(f, v)?;
             call.emit(r)

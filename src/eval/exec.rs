@@ -1285,6 +1285,162 @@ fn borrow_args(act: &Act, args: &[Arg]) -> Option<BorrowedArgs> {
     Some(BorrowedArgs(out))
 }
 
+/// The integer program of a one-parameter lambda such as `{x -> x * 2}` (see
+/// [`FnCode::pure_int`]), for stages that run it over a whole batch of integers
+/// without a call per value.
+pub(crate) fn int_lambda(f: &Value) -> Option<&ir::IntProg> {
+    let Value::Func(func) = f else { return None };
+    let Func::Closure { code, .. } = &**func else {
+        return None;
+    };
+    if code.parameterless || !matches!(code.body, FnBody::Plain { params: 1, .. }) {
+        return None;
+    }
+    code.pure_int
+        .get_or_init(|| compile_int_lambda(code))
+        .as_ref()
+}
+
+/// Values an [`int_lambda`] program takes at once.
+const INT_KERNEL: usize = 256;
+
+/// Runs an [`int_lambda`] program over the leading integers of `vals`, a run of at
+/// most [`INT_KERNEL`] at a time, one tree node over the whole run (so the loops are
+/// vectorised and the tree is walked per run, not per value). `results(start, out)`
+/// receives each run's results. Returns how many values were done: it stops at the
+/// first value that is not an integer or that the program gives up on.
+pub(crate) fn int_lambda_runs(
+    p: &ir::IntProg,
+    vals: &[Value],
+    mut results: impl FnMut(usize, &[Value]),
+) -> usize {
+    if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+        return 0;
+    }
+    let mut xs = [0i64; INT_KERNEL];
+    let mut ys = [0i64; INT_KERNEL];
+    let mut out: Vec<Value> = Vec::with_capacity(INT_KERNEL);
+    let mut done = 0;
+    while done < vals.len() {
+        let mut n = 0;
+        while n < INT_KERNEL && done + n < vals.len() {
+            let Value::Int(x) = vals[done + n] else { break };
+            xs[n] = x;
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        out.clear();
+        match int_prog_batch(p, &xs[..n], &mut ys) {
+            Some(false) => out.extend(ys[..n].iter().map(|&y| Value::Int(y))),
+            Some(true) => out.extend(ys[..n].iter().map(|&y| Value::Bool(y != 0))),
+            None => {
+                // Some value of the run needs the general path: the ones before it
+                // are done one by one.
+                for &x in &xs[..n] {
+                    match run_int_prog(p, x) {
+                        Some(r) => out.push(r),
+                        None => break,
+                    }
+                }
+                let k = out.len();
+                results(done, &out);
+                return done + k;
+            }
+        }
+        results(done, &out);
+        done += n;
+    }
+    done
+}
+
+/// [`run_int_prog`] over a run of values (at most [`INT_KERNEL`]) into `out`:
+/// `Some(false)` when `out` holds integers, `Some(true)` when it holds booleans (0/1),
+/// `None` when some value needs the general path (overflow, remainder by zero, a
+/// comparison used as a number).
+fn int_prog_batch(p: &ir::IntProg, xs: &[i64], out: &mut [i64; INT_KERNEL]) -> Option<bool> {
+    use ir::IntProg;
+    let n = xs.len();
+    match p {
+        IntProg::X => {
+            out[..n].copy_from_slice(xs);
+            Some(false)
+        }
+        IntProg::C(c) => {
+            out[..n].fill(*c);
+            Some(false)
+        }
+        IntProg::XC(op, c) => int_op_batch(*op, xs, |_| *c, &mut out[..n]),
+        IntProg::Op(op, l, r) => {
+            let mut a = [0i64; INT_KERNEL];
+            let mut b = [0i64; INT_KERNEL];
+            if int_prog_batch(l, xs, &mut a)? || int_prog_batch(r, xs, &mut b)? {
+                return None;
+            }
+            int_op_batch(*op, &a[..n], |i| b[i], &mut out[..n])
+        }
+    }
+}
+
+/// [`int_op`] over a run: `a[i] op b(i)` into `out[i]` (see [`int_prog_batch`]).
+#[inline(always)]
+fn int_op_batch(
+    op: ir::IntOp,
+    a: &[i64],
+    b: impl Fn(usize) -> i64,
+    out: &mut [i64],
+) -> Option<bool> {
+    use ir::IntOp;
+    let n = a.len().min(out.len());
+    let mut bad = false;
+    macro_rules! each {
+        ($i:ident => $e:expr) => {
+            for $i in 0..n {
+                out[$i] = $e;
+            }
+        };
+    }
+    match op {
+        IntOp::Arith(Arith::Add) => {
+            each!(i => { let (r, o) = a[i].overflowing_add(b(i)); bad |= o; r })
+        }
+        IntOp::Arith(Arith::Sub) => {
+            each!(i => { let (r, o) = a[i].overflowing_sub(b(i)); bad |= o; r })
+        }
+        IntOp::Arith(Arith::Mul) => {
+            each!(i => { let (r, o) = a[i].overflowing_mul(b(i)); bad |= o; r })
+        }
+        IntOp::Arith(Arith::Mod) => each!(i => {
+            let d = b(i);
+            bad |= d == 0;
+            a[i].wrapping_rem(if d == 0 { 1 } else { d })
+        }),
+        IntOp::Arith(Arith::Lt) => {
+            each!(i => (a[i] < b(i)) as i64);
+            return Some(true);
+        }
+        IntOp::Arith(Arith::Le) => {
+            each!(i => (a[i] <= b(i)) as i64);
+            return Some(true);
+        }
+        IntOp::Arith(Arith::Gt) => {
+            each!(i => (a[i] > b(i)) as i64);
+            return Some(true);
+        }
+        IntOp::Arith(Arith::Ge) => {
+            each!(i => (a[i] >= b(i)) as i64);
+            return Some(true);
+        }
+        IntOp::Eq(negate) => {
+            each!(i => ((a[i] == b(i)) != negate) as i64);
+            return Some(true);
+        }
+        IntOp::Arith(_) => return None,
+    }
+    (!bad).then_some(false)
+}
+
 /// Compiles `code` to an [`ir::IntProg`] when it is `{x -> E}` with `E` made only of
 /// `x`, integer constants, `+ - * %`, and at the top a comparison or `==`/`!=`: then,
 /// given an integer, it runs without a frame.

@@ -1445,6 +1445,16 @@ impl<'t> StageContext<'t> {
         self.out.emit(v)
     }
 
+    /// Sends every value of `vals` (none of them nil), leaving `vals` empty: a stage
+    /// that transforms a batch in place passes it on without copying.
+    pub fn emit_batch(&mut self, vals: &mut Vec<Value>) {
+        if self.out.buf.is_empty() {
+            std::mem::swap(&mut self.out.buf, vals);
+        } else {
+            self.out.buf.append(vals);
+        }
+    }
+
     /// A context for calling script functions from this stage; their `emit`s go to
     /// this stage's destinations.
     pub fn call_context(&mut self) -> CallContext<'_> {
