@@ -139,6 +139,9 @@ pub struct CallContext<'a> {
     /// The last method of a builtin namespace this context called (a stage calls
     /// the same one for every value of a batch).
     pub(crate) method_cache: Option<crate::eval::exec::MethodCache>,
+    /// This context runs a share of a batch beside other threads: anything with a
+    /// side effect gives up with [`ErrorKind::Impure`](crate::eval::error::ErrorKind::Impure).
+    pub(crate) parallel: bool,
 }
 
 impl<'a> CallContext<'a> {
@@ -153,6 +156,7 @@ impl<'a> CallContext<'a> {
             depth: 0,
             stack_floor: 0,
             method_cache: None,
+            parallel: false,
         }
     }
 
@@ -168,6 +172,7 @@ impl<'a> CallContext<'a> {
             depth: 0,
             stack_floor: 0,
             method_cache: None,
+            parallel: false,
         }
     }
 
@@ -591,6 +596,38 @@ impl Registry {
         self.define_global(name, native_fn(name, true, f));
     }
 
+    /// Declares the global native functions `names` free of side effects: each only
+    /// reads its arguments and returns a value (or an error) and changes nothing
+    /// else; a script function it calls must be called through the `CallContext` it
+    /// was given, with its errors propagated unchanged (the called function is then
+    /// checked itself). A `map` or `filter` whose function calls only such natives
+    /// (and script code without `emit` or definitions) may then run on several cores
+    /// at once; the difference cannot be observed. A name that is not a native
+    /// function is ignored.
+    ///
+    /// ```
+    /// use streem::ext::{Args, Value};
+    /// use streem::Interpreter;
+    ///
+    /// let interp = Interpreter::new();
+    /// let r = interp.registry();
+    /// r.define_fn("square", |_cx, vals| {
+    ///     let a = Args::new("square", vals);
+    ///     a.arity(1, 1)?;
+    ///     Ok(Value::Float(a.num(0)?.powi(2)))
+    /// });
+    /// r.mark_pure(&["square"]);
+    /// ```
+    pub fn mark_pure(&self, names: &[&str]) {
+        for name in names {
+            if let Some(Value::Func(f)) = self.g.prelude_get(Sym::new(name)) {
+                if let Func::Native(n) = &*f {
+                    n.pure.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// Opens a namespace, creating it if needed, to add methods and values to it:
     /// the builtin `number`, `string`, `array`, `time`, a native object's namespace
     /// ([`NativeObject::namespace`]), or any other (importable with `import`).
@@ -698,6 +735,19 @@ impl NamespaceRegistry {
         self
     }
 
+    /// Declares the native methods and functions `names` of this namespace free of
+    /// side effects (see [`Registry::mark_pure`]).
+    pub fn mark_pure(&self, names: &[&str]) -> &Self {
+        for name in names {
+            if let Some(Value::Func(f)) = self.ns.get(Sym::new(name)) {
+                if let Func::Native(n) = &*f {
+                    n.pure.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        self
+    }
+
     /// The namespace itself.
     pub fn namespace(&self) -> &Arc<Namespace> {
         &self.ns
@@ -714,6 +764,7 @@ where
         name: name.to_owned(),
         stage_constructor,
         f: Box::new(f),
+        pure: std::sync::atomic::AtomicBool::new(false),
     })))
 }
 

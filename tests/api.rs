@@ -443,3 +443,36 @@ fn parse_is_public() {
     assert!(streem::parse(b"x = 1").is_ok());
     assert!(streem::parse(b"x = (").is_err());
 }
+
+// ----- pure natives and stages shared among cores ----------------------------------
+
+#[test]
+fn a_native_not_declared_pure_runs_once_per_value_and_a_pure_one_gives_the_same_results() {
+    // An expensive `map` may share its batch among cores only while its function
+    // does nothing but compute: a native with an effect (here a call counter) is
+    // refused before it acts, so the stage runs the values one at a time and every
+    // value is counted exactly once.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let program = "def fib(n) { if (n < 2) n else fib(n - 1) + fib(n - 2) }\n\
+                   seq(30) | map{x -> tick(fib(16) + x) + square(x)} | reduce{a, b -> a + b} | stdout";
+    let (status, out, err) = run_with(
+        move |r| {
+            r.define_fn("tick", move |_cx, vals| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(vals[0].clone())
+            });
+            r.define_fn("square", |_cx, vals| {
+                let a = Args::new("square", vals);
+                Ok(Value::from(a.int(0)? * a.int(0)?))
+            });
+            r.mark_pure(&["square", "no such function"]);
+        },
+        program,
+        &[],
+    );
+    assert_eq!((status, err.as_str()), (0, ""));
+    let want: i64 = (1..=30).map(|x| 987 + x + x * x).sum();
+    assert_eq!(out, format!("{want}\n"));
+    assert_eq!(calls.load(Ordering::SeqCst), 30);
+}

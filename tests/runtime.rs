@@ -251,3 +251,50 @@ fn large_output_is_complete_in_order_and_flushed_before_an_error_message() {
     let want: Vec<i64> = (1..=300000).filter(|&x| x != 200000).collect();
     assert!(numbers == want, "numbers lost or out of order");
 }
+
+#[test]
+fn an_expensive_pure_map_shares_its_batches_and_an_impure_one_does_not() {
+    // A pure function's batch is shared out among cores (STRM_TRACE_SHARE reports
+    // it); results keep their order. A function with a side effect is found out
+    // before it acts and runs one value at a time.
+    let fib = "def fib(n) { if (n < 2) n else fib(n - 1) + fib(n - 2) }";
+    let run = |body: &str| {
+        streem()
+            .args([
+                "-e",
+                &format!("{fib}\nseq(40) | map{{x -> {body}}} | stdout"),
+            ])
+            .env("STRM_WORKER_MAX", "2")
+            .env("STRM_TRACE_SHARE", "1")
+            .output()
+            .expect("run")
+    };
+    let pure = run("fib(18) + x");
+    assert!(pure.status.success());
+    assert!(String::from_utf8_lossy(&pure.stderr).contains("shared a batch"));
+    let want: String = (1..=40).map(|x| format!("{}\n", 2584 + x)).collect();
+    assert_eq!(String::from_utf8_lossy(&pure.stdout), want);
+
+    let impure = run("print(x); fib(18) + x");
+    assert!(impure.status.success());
+    let err = String::from_utf8_lossy(&impure.stderr);
+    assert!(err.contains("side effect"), "{err}");
+    assert!(!err.contains("shared a batch"), "{err}");
+    let want: String = (1..=40)
+        .map(|x| format!("{x}\n"))
+        .chain((1..=40).map(|x| format!("{}\n", 2584 + x)))
+        .collect();
+    let mut got: Vec<String> = String::from_utf8_lossy(&impure.stdout)
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // `print` and `stdout` are two writers: the printed numbers are in order among
+    // themselves, and so are the results.
+    let printed: Vec<String> = got
+        .iter()
+        .filter(|l| l.trim().parse::<i64>().is_ok_and(|n| n <= 40))
+        .cloned()
+        .collect();
+    got.retain(|l| l.trim().parse::<i64>().is_ok_and(|n| n > 40));
+    assert_eq!(printed.concat() + &got.concat(), want);
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHasher;
 
-use crate::builtins::pipe::MapStage;
+use crate::builtins::pipe::{MapStage, Sharing};
 use crate::eval::exec::{int_lambda, int_lambda_runs};
 use crate::eval::ops::{compare, equals};
 use crate::eval::print::inspect_plain;
@@ -248,11 +248,13 @@ impl Stage for Cycle {
 
 struct Filter {
     f: Value,
+    sharing: Sharing,
 }
 
 impl Stage for Filter {
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
-        let f = &self.f;
+        let Self { f, sharing } = self;
+        let f = &*f;
         if let Some(p) = int_lambda(f) {
             // `{x -> x % 3 == 0}` over integers: the kept values are compacted in
             // place and passed on whole; from the first value the program cannot
@@ -275,12 +277,30 @@ impl Stage for Filter {
             cx.emit_batch(vals);
             *vals = rest;
         }
-        cx.each_value(vals, |call, v| {
-            if call.call_with_element(f, v.clone())?.truthy() {
-                call.emit(v)?;
-            }
-            Ok(())
-        });
+        sharing.run(
+            f,
+            vals,
+            cx,
+            |cx, vals| {
+                cx.each_value(vals, |call, v| {
+                    if call.call_with_element(f, v.clone())?.truthy() {
+                        call.emit(v)?;
+                    }
+                    Ok(())
+                })
+            },
+            |cx, vals, results| {
+                for (v, r) in vals.into_iter().zip(results) {
+                    match r {
+                        Ok(keep) if keep.truthy() => {
+                            let _ = cx.emit(v);
+                        }
+                        Ok(_) => {}
+                        Err(e) => cx.report(e),
+                    }
+                }
+            },
+        );
     }
 }
 
@@ -843,11 +863,17 @@ pub fn register(r: &Registry) {
     });
     r.define_stage_fn("map", |_cx, vals| {
         let f = one_func("map", vals)?;
-        Ok(Stream::value(Role::Filter, MapStage { f }))
+        Ok(Stream::value(Role::Filter, MapStage::new(f)))
     });
     r.define_stage_fn("filter", |_cx, vals| {
         let f = one_func("filter", vals)?;
-        Ok(Stream::value(Role::Filter, Filter { f }))
+        Ok(Stream::value(
+            Role::Filter,
+            Filter {
+                f,
+                sharing: Sharing::default(),
+            },
+        ))
     });
     r.define_stage_fn("each", |_cx, vals| {
         let f = one_func("each", vals)?;

@@ -40,4 +40,61 @@ pub fn register_all(r: &Registry) {
     array::register(r);
     stat::register(r);
     sort::register(r);
+    mark_pure(r);
+}
+
+/// Math functions, in the prelude and as number methods.
+const MATH: &[&str] = &[
+    "sqrt", "cbrt", "exp", "log", "log2", "log10", "sin", "cos", "tan", "asin", "acos", "atan",
+    "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erfc", "fabs", "pow", "hypot", "round",
+    "ceil", "floor", "trunc", "int", "frexp", "ldexp", "gcd",
+];
+
+/// Declares the builtins that only compute a value from their arguments pure, so a
+/// `map` or `filter` calling only them may run on several cores (see
+/// `Registry::mark_pure`). Stage constructors, I/O, `print`, `rand`, `now` and
+/// `kvs` are not.
+fn mark_pure(r: &Registry) {
+    r.mark_pure(&["==", "!=", "string", "number", "time", "cmp"]);
+    r.mark_pure(MATH);
+    r.namespace("number")
+        .mark_pure(&["+", "-", "*", "/", "%", "|", "&", "<", "<=", ">", ">="])
+        .mark_pure(&["number", "string"])
+        .mark_pure(MATH);
+    r.namespace("string").mark_pure(&[
+        "+",
+        "<",
+        "<=",
+        ">",
+        ">=",
+        "length",
+        "bytesize",
+        "chars",
+        "contains",
+        "downcase",
+        "upcase",
+        "ends_with",
+        "starts_with",
+        "find",
+        "index",
+        "gsub",
+        "sub",
+        "replace",
+        "scan",
+        "test",
+        "lines",
+        "split",
+        "strip",
+        "lstrip",
+        "rstrip",
+        "substr",
+        "number",
+        "string",
+    ]);
+    r.namespace("array").mark_pure(&[
+        "length", "reverse", "join", "sum", "average", "mean", "median", "stdev", "variance",
+        "correl",
+    ]);
+    r.namespace("time")
+        .mark_pure(&["+", "-", "<", "<=", ">", ">=", "number", "string"]);
 }

@@ -1,6 +1,7 @@
 //! The pipe operator `|` (5.1): converting operands to streams and connecting them.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::eval::exec::{int_lambda, int_lambda_runs};
 use crate::eval::print::inspect_plain;
@@ -8,7 +9,8 @@ use crate::ext::{
     Args, Array, CallContext, Func, Produce, Registry, Role, RuntimeError, Stage, StageContext,
     Stream, Value,
 };
-use crate::runtime::stream::connect;
+use crate::runtime::assist::Results;
+use crate::runtime::stream::{connect, worker_count};
 
 /// How many array elements a source emits per turn.
 const ARRAY_BATCH: usize = 1024;
@@ -78,7 +80,7 @@ pub fn to_dest(cx: &mut CallContext, v: &Value) -> Result<Arc<Stream>, RuntimeEr
                 if !code.parameterless && !code.case_accepts(1) {
                     return Err(RuntimeError::new("a pipeline function takes one argument"));
                 }
-                Ok(Stream::new(Role::Filter, MapStage { f: v.clone() }))
+                Ok(Stream::new(Role::Filter, MapStage::new(v.clone())))
             }
             Func::Native(n) if n.stage_constructor => {
                 let s = cx.call(v, &[]).map_err(|e| {
@@ -91,7 +93,7 @@ pub fn to_dest(cx: &mut CallContext, v: &Value) -> Result<Arc<Stream>, RuntimeEr
                 })?;
                 to_dest(cx, &s)
             }
-            _ => Ok(Stream::new(Role::Filter, MapStage { f: v.clone() })),
+            _ => Ok(Stream::new(Role::Filter, MapStage::new(v.clone()))),
         },
         Value::Array(_) => Err(RuntimeError::new(format!(
             "cannot pipe into an array {}",
@@ -134,11 +136,102 @@ impl Stage for ArraySource {
 /// emitted. Also `map(f)`.
 pub struct MapStage {
     pub f: Value,
+    sharing: Sharing,
+}
+
+impl MapStage {
+    /// The stage calling `f`.
+    pub fn new(f: Value) -> MapStage {
+        MapStage {
+            f,
+            sharing: Sharing::default(),
+        }
+    }
+}
+
+/// A batch costing at least this much (estimated) is shared out among cores when the
+/// stage's function is pure.
+const SHARE_MIN: Duration = Duration::from_micros(200);
+
+/// Whether a `map` or `filter` shares its batches out among cores
+/// (`runtime::assist`): only a script function, only while it has never reached a
+/// side effect, and only when a batch costs enough to pay for waking a helper.
+#[derive(Default)]
+pub struct Sharing {
+    /// The function reached a side effect: never again.
+    off: bool,
+    /// Measured cost of one value (zero: not measured yet).
+    per_value: Duration,
+    /// A batch was shared out (for `STRM_TRACE_SHARE`).
+    traced: bool,
+}
+
+/// `STRM_TRACE_SHARE=1`: report on stderr when a stage first shares a batch out
+/// and when its function turns out to have side effects.
+fn trace_share() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("STRM_TRACE_SHARE").is_some())
+}
+
+impl Sharing {
+    /// Runs a batch: `one_by_one` calls the function per value in this thread;
+    /// `take` receives the values with their results when they were shared out.
+    pub fn run(
+        &mut self,
+        f: &Value,
+        vals: &mut Vec<Value>,
+        cx: &mut StageContext,
+        mut one_by_one: impl FnMut(&mut StageContext, &mut Vec<Value>),
+        mut take: impl FnMut(&mut StageContext, Vec<Value>, Results),
+    ) {
+        let eligible = !self.off
+            && vals.len() >= 2
+            && matches!(f, Value::Func(func) if matches!(**func, Func::Closure { .. }));
+        if eligible && self.per_value.is_zero() {
+            // Cost unknown: the first value alone, timed.
+            let mut first: Vec<Value> = vals.drain(..1).collect();
+            let start = Instant::now();
+            one_by_one(cx, &mut first);
+            self.per_value = start.elapsed().max(Duration::from_nanos(1));
+        }
+        if eligible && vals.len() >= 2 && self.per_value * vals.len() as u32 >= SHARE_MIN {
+            let start = Instant::now();
+            match cx.call_shared(f, vals) {
+                Some(results) => {
+                    let n = vals.len() as u32;
+                    if trace_share() && !self.traced {
+                        self.traced = true;
+                        eprintln!("shared a batch of {n} values");
+                    }
+                    take(cx, std::mem::take(vals), results);
+                    let shares = (worker_count() as u32).clamp(1, n);
+                    self.per_value = (start.elapsed() * shares / n).max(Duration::from_nanos(1));
+                    return;
+                }
+                None => {
+                    if trace_share() {
+                        eprintln!("side effect: values run one at a time");
+                    }
+                    self.off = true
+                }
+            }
+        }
+        if vals.is_empty() {
+            return;
+        }
+        let n = vals.len() as u32;
+        let start = Instant::now();
+        one_by_one(cx, vals);
+        if !self.off {
+            self.per_value = (start.elapsed() / n).max(Duration::from_nanos(1));
+        }
+    }
 }
 
 impl Stage for MapStage {
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
-        let f = &self.f;
+        let Self { f, sharing } = self;
+        let f = &*f;
         if let Some(p) = int_lambda(f) {
             // `{x -> x * 2}` over integers: transformed in place, the batch passed on
             // whole; from the first value it cannot take, the general path goes on.
@@ -154,10 +247,27 @@ impl Stage for MapStage {
             cx.emit_batch(vals);
             *vals = rest;
         }
-        cx.each_value(vals, |call, v| {
-            let r = call.call_with_element(f, v)?;
-            call.emit(r)
-        });
+        sharing.run(
+            f,
+            vals,
+            cx,
+            |cx, vals| {
+                cx.each_value(vals, |call, v| {
+                    let r = call.call_with_element(f, v)?;
+                    call.emit(r)
+                })
+            },
+            |cx, _vals, results| {
+                for r in results {
+                    match r {
+                        Ok(v) => {
+                            let _ = cx.emit(v);
+                        }
+                        Err(e) => cx.report(e),
+                    }
+                }
+            },
+        );
     }
 }
 

@@ -42,6 +42,11 @@ pub enum ErrorKind {
     /// `exit(n)` in an embedded interpreter: ends the run with status `n` (not
     /// reported). See [`Interpreter::run`](crate::Interpreter::run).
     Exit(i32),
+    /// A function run on several cores at once reached something with a side effect
+    /// (a function not declared pure, `emit`, a definition): the runtime abandons
+    /// that attempt, which had no effect, and runs the values one at a time. Native
+    /// code must propagate it like any error.
+    Impure,
 }
 
 impl RuntimeError {
@@ -72,6 +77,20 @@ impl RuntimeError {
             message: format!("exit({status})"),
             location: None,
         }))
+    }
+
+    /// See [`ErrorKind::Impure`].
+    pub(crate) fn impure() -> RuntimeError {
+        RuntimeError(Box::new(ErrorInner {
+            kind: ErrorKind::Impure,
+            message: "side effect in a function run on several cores".into(),
+            location: None,
+        }))
+    }
+
+    /// Whether this is [`ErrorKind::Impure`].
+    pub(crate) fn is_impure(&self) -> bool {
+        self.0.kind == ErrorKind::Impure
     }
 
     /// What kind of error or non-local exit this is.

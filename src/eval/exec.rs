@@ -58,6 +58,16 @@ pub(crate) struct Act<'a> {
     pub source: &'a Arc<Source>,
 }
 
+/// Statements that change something outside the running function (checked when a
+/// function runs on several cores at once).
+fn has_side_effect(stmt: &Stmt) -> bool {
+    match stmt {
+        Stmt::Bind { slot, ns, .. } => !matches!(slot, VarRef::Local(_)) || ns.is_some(),
+        Stmt::Method { .. } | Stmt::Namespace { .. } | Stmt::Import { .. } | Stmt::Emit(..) => true,
+        Stmt::Expr(_) | Stmt::Skip(_) | Stmt::Return(..) => false,
+    }
+}
+
 fn located(e: RuntimeError, source: &Arc<Source>, span: Span) -> Ctrl {
     Ctrl::Err(e.at(source, span))
 }
@@ -74,6 +84,9 @@ impl<'a> CallContext<'a> {
     }
 
     fn exec_stmt(&mut self, act: &mut Act, stmt: &Stmt) -> R {
+        if self.parallel && has_side_effect(stmt) {
+            return Err(Ctrl::Err(RuntimeError::impure()));
+        }
         match stmt {
             Stmt::Expr(e) => self.eval(act, e),
             Stmt::Bind {
@@ -846,7 +859,12 @@ impl<'a> CallContext<'a> {
         match f {
             Value::Func(func) => match &**func {
                 Func::Closure { code, env } => self.call_closure(code, env.as_ref(), args),
-                Func::Native(n) => (n.f)(self, args),
+                Func::Native(n) => {
+                    if self.parallel && !n.is_pure() {
+                        return Err(RuntimeError::impure());
+                    }
+                    (n.f)(self, args)
+                }
                 Func::Generic { name, var, env } => {
                     let fv = match args.first() {
                         Some(a0) => match self.dispatch(*name, a0, args.len()) {

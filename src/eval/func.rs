@@ -132,6 +132,16 @@ pub struct NativeFn {
     pub stage_constructor: bool,
     /// The Rust closure.
     pub f: Box<NativeFnPtr>,
+    /// Declared free of side effects ([`Registry::mark_pure`](crate::ext::Registry::mark_pure)).
+    pub(crate) pure: std::sync::atomic::AtomicBool,
+}
+
+impl NativeFn {
+    /// Whether the function was declared free of side effects, so that a `map` or
+    /// `filter` calling it may run on several cores at once.
+    pub fn is_pure(&self) -> bool {
+        self.pure.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A callable value. Call any of them with [`CallContext::call`]; the fields of

@@ -1445,6 +1445,17 @@ impl<'t> StageContext<'t> {
         self.out.emit(v)
     }
 
+    /// Calls `f` on each value of `vals` on several threads at once, when `f` is a
+    /// script function that turns out pure (see `runtime::assist`); `None` when it is
+    /// not (nothing happened) or there is no other core.
+    pub(crate) fn call_shared(
+        &mut self,
+        f: &Value,
+        vals: &[Value],
+    ) -> Option<super::assist::Results> {
+        super::assist::call_shared(self.g, self.top, f, vals)
+    }
+
     /// Sends every value of `vals` (none of them nil), leaving `vals` empty: a stage
     /// that transforms a batch in place passes it on without copying.
     pub fn emit_batch(&mut self, vals: &mut Vec<Value>) {
@@ -1511,7 +1522,7 @@ impl<'t> StageContext<'t> {
 }
 
 /// Worker threads: `STRM_WORKER_MAX`, or the available parallelism.
-fn worker_count() -> usize {
+pub(crate) fn worker_count() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     *N.get_or_init(read_worker_count)
 }
@@ -1529,7 +1540,7 @@ fn read_worker_count() -> usize {
 }
 
 /// Native stack of runtime threads (stage callbacks may recurse deeply, D72).
-const WORKER_STACK_SIZE: usize = 512 << 20;
+pub(crate) const WORKER_STACK_SIZE: usize = 512 << 20;
 
 fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
