@@ -9,7 +9,7 @@ use crate::ext::{
     Args, Array, CallContext, Func, Produce, Registry, Role, RuntimeError, Stage, StageContext,
     Stream, Value,
 };
-use crate::runtime::assist::Results;
+use crate::runtime::assist::{self, Results};
 use crate::runtime::stream::{connect, worker_count};
 
 /// How many array elements a source emits per turn.
@@ -186,6 +186,7 @@ impl Sharing {
     ) {
         let eligible = !self.off
             && vals.len() >= 2
+            && assist::available()
             && matches!(f, Value::Func(func) if matches!(**func, Func::Closure { .. }));
         if eligible && self.per_value.is_zero() {
             // Cost unknown: the first value alone, timed.

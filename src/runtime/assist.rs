@@ -69,6 +69,11 @@ fn pool() -> Option<&'static Pool> {
     .as_ref()
 }
 
+/// Whether there is any helper thread (none with one worker).
+pub(crate) fn available() -> bool {
+    pool().is_some()
+}
+
 /// In a share, `emit` (from a native) is a side effect like any other.
 struct NoEmit;
 
