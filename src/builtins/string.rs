@@ -69,17 +69,23 @@ pub fn char_count(b: &[u8]) -> usize {
         .sum()
 }
 
-/// Whether every byte is ASCII: an OR over the bytes, which the compiler turns into
-/// wide vector operations (faster than `<[u8]>::is_ascii` on line-sized input).
+/// Whether every byte is ASCII: an OR over 8-byte words, which the compiler turns
+/// into wide vector operations (faster than `<[u8]>::is_ascii` on line-sized input);
+/// the tail is one more (overlapping) word, not a loop over bytes.
 #[inline]
 fn is_ascii(b: &[u8]) -> bool {
-    let mut chunks = b.chunks_exact(32);
-    let mut acc = 0u8;
-    for c in &mut chunks {
-        acc |= c.iter().fold(0, |a, &x| a | x);
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+    if b.len() < 8 {
+        return b.iter().fold(0, |a, &x| a | x) < 0x80;
     }
-    acc |= chunks.remainder().iter().fold(0, |a, &x| a | x);
-    acc < 0x80
+    let mut chunks = b.chunks_exact(8);
+    let mut acc = 0u64;
+    for c in &mut chunks {
+        acc |= word(c);
+    }
+    acc |= word(&b[b.len() - 8..]);
+    acc & HIGH == 0
 }
 
 /// The byte offset where character `n` starts (`b.len()` if there are not that many).
