@@ -788,3 +788,25 @@ mod tests {
         assert_eq!(pattern_source(b"ab"), "ab");
     }
 }
+
+#[cfg(test)]
+mod ascii_tests {
+    use super::{char_count, is_ascii};
+
+    #[test]
+    fn a_non_ascii_byte_is_found_at_every_position_of_every_short_length() {
+        for len in 0..40 {
+            let ascii = vec![b'a'; len];
+            assert!(is_ascii(&ascii));
+            assert_eq!(char_count(&ascii), len);
+            for at in 0..len {
+                let mut b = ascii.clone();
+                b[at] = 0xC3;
+                assert!(!is_ascii(&b), "len {len}, at {at}");
+                // A lone lead byte is invalid: it counts as one character.
+                assert_eq!(char_count(&b), len);
+            }
+        }
+        assert_eq!(char_count("héllo wörld, ünïcode!".as_bytes()), 21);
+    }
+}
