@@ -997,6 +997,14 @@ impl<'a> CallContext<'a> {
                         params
                     )));
                 }
+                if *params > 1 {
+                    // `{k, a, b -> a + b}`, `{a, b -> b(1) - a(1)}`: without a frame.
+                    if let Some(p) = code.pure_int.get_or_init(|| compile_int_lambda(code)) {
+                        if let Some(r) = run_int_prog_args(p, args) {
+                            return Ok(r);
+                        }
+                    }
+                }
                 let layout = code.frame;
                 if layout.heap {
                     let frame = Frame::new(layout.nslots as usize, env.cloned());
@@ -1390,6 +1398,8 @@ fn int_prog_batch(p: &ir::IntProg, xs: &[i64], out: &mut [i64; INT_KERNEL]) -> O
             Some(false)
         }
         IntProg::XC(op, c) => int_op_batch(*op, xs, |_| *c, &mut out[..n]),
+        // Only lambdas of several parameters use these (not run in batches).
+        IntProg::P(_) | IntProg::Idx { .. } => None,
         IntProg::Op(op, l, r) => {
             let mut a = [0i64; INT_KERNEL];
             let mut b = [0i64; INT_KERNEL];
@@ -1464,39 +1474,127 @@ fn int_op_batch(
 /// given an integer, it runs without a frame.
 fn compile_int_lambda(code: &FnCode) -> Option<ir::IntProg> {
     use ir::{IntOp, IntProg};
-    fn node(e: &Expr, top: bool) -> Option<IntProg> {
-        // Comparisons give booleans: only the outermost operation may be one.
-        let (op, lhs, rhs) = match e {
-            Expr::Const(Value::Int(c), _) => return Some(IntProg::C(*c)),
-            Expr::Var {
-                var: VarRef::Local(0),
-                ..
-            } => return Some(IntProg::X),
-            Expr::Binary { op, lhs, rhs, .. } => match op {
-                Arith::Add | Arith::Sub | Arith::Mul | Arith::Mod => (IntOp::Arith(*op), lhs, rhs),
-                Arith::Lt | Arith::Le | Arith::Gt | Arith::Ge if top => {
-                    (IntOp::Arith(*op), lhs, rhs)
-                }
-                _ => return None,
-            },
-            Expr::Equal {
-                negate, lhs, rhs, ..
-            } if top => (IntOp::Eq(*negate), lhs, rhs),
-            _ => return None,
-        };
-        Some(match (node(lhs, false)?, node(rhs, false)?) {
-            (IntProg::X, IntProg::C(c)) => IntProg::XC(op, c),
-            (l, r) => IntProg::Op(op, Box::new(l), Box::new(r)),
-        })
+    let FnBody::Plain { params, body } = &code.body else {
+        return None;
+    };
+    let params = *params;
+    if params == 0 || code.frame.heap || code.frame.nslots != params {
+        return None;
     }
-    match &code.body {
-        FnBody::Plain { params: 1, body } if !code.frame.heap && code.frame.nslots == 1 => {
-            match &body[..] {
-                [Stmt::Expr(e)] => node(e, true),
-                _ => None,
-            }
+    // `params`: a one-parameter lambda takes an integer (`X` only); one with several
+    // takes any values, of which the ones it uses must be integers or arrays indexed
+    // by a constant (`{k, a, b -> a + b}`, `{a, b -> b(1) - a(1)}`).
+    let node = |e: &Expr, top: bool| -> Option<IntProg> {
+        fn node(e: &Expr, top: bool, params: u32) -> Option<IntProg> {
+            // Comparisons give booleans: only the outermost operation may be one.
+            let (op, lhs, rhs) = match e {
+                Expr::Const(Value::Int(c), _) => return Some(IntProg::C(*c)),
+                Expr::Var {
+                    var: VarRef::Local(0),
+                    ..
+                } => return Some(IntProg::X),
+                Expr::Var {
+                    var: VarRef::Local(i),
+                    ..
+                } if params > 1 && *i < params => return Some(IntProg::P(*i)),
+                Expr::Call {
+                    name,
+                    var: VarRef::Local(i),
+                    args,
+                    ..
+                } if params > 1 && *i < params => {
+                    return match &args[..] {
+                        [Arg::Pos(Expr::Const(Value::Int(index), _))] => Some(IntProg::Idx {
+                            param: *i,
+                            index: *index,
+                            name: *name,
+                        }),
+                        _ => None,
+                    }
+                }
+                Expr::Binary { op, lhs, rhs, .. } => match op {
+                    Arith::Add | Arith::Sub | Arith::Mul | Arith::Mod => {
+                        (IntOp::Arith(*op), lhs, rhs)
+                    }
+                    Arith::Lt | Arith::Le | Arith::Gt | Arith::Ge if top => {
+                        (IntOp::Arith(*op), lhs, rhs)
+                    }
+                    _ => return None,
+                },
+                Expr::Equal {
+                    negate, lhs, rhs, ..
+                } if top => (IntOp::Eq(*negate), lhs, rhs),
+                _ => return None,
+            };
+            Some(
+                match (node(lhs, false, params)?, node(rhs, false, params)?) {
+                    (IntProg::X, IntProg::C(c)) => IntProg::XC(op, c),
+                    (l, r) => IntProg::Op(op, Box::new(l), Box::new(r)),
+                },
+            )
         }
+        node(e, top, params)
+    };
+    match &body[..] {
+        [Stmt::Expr(e)] => node(e, true),
         _ => None,
+    }
+}
+
+/// Runs an [`ir::IntProg`] of a lambda with several parameters on `args` (the
+/// parameters it uses must be integers, or arrays for `Idx`). `None` sends the call
+/// down the general path.
+fn run_int_prog_args(p: &ir::IntProg, args: &[Value]) -> Option<Value> {
+    use ir::{IntOp, IntProg};
+    fn arg(args: &[Value], i: u32) -> Option<i64> {
+        match args.get(i as usize)? {
+            Value::Int(x) => Some(*x),
+            _ => None,
+        }
+    }
+    fn int(p: &IntProg, args: &[Value]) -> Option<i64> {
+        match p {
+            IntProg::X => arg(args, 0),
+            IntProg::P(i) => arg(args, *i),
+            IntProg::Idx { param, index, name } => {
+                let Value::Array(a) = args.get(*param as usize)? else {
+                    return None;
+                };
+                if name.in_namespace() {
+                    return None;
+                }
+                let n = a.items.len() as i64;
+                let i = if *index < 0 { index + n } else { *index };
+                match a.items.get(usize::try_from(i).ok()?)? {
+                    Value::Int(x) => Some(*x),
+                    _ => None,
+                }
+            }
+            IntProg::C(c) => Some(*c),
+            IntProg::XC(op, c) => match apply(*op, arg(args, 0)?, *c)? {
+                Value::Int(v) => Some(v),
+                _ => None,
+            },
+            IntProg::Op(op, l, r) => match apply(*op, int(l, args)?, int(r, args)?)? {
+                Value::Int(v) => Some(v),
+                _ => None,
+            },
+        }
+    }
+    #[inline]
+    fn apply(op: IntOp, a: i64, b: i64) -> Option<Value> {
+        match op {
+            IntOp::Arith(op) => int_op(op, a, b),
+            IntOp::Eq(negate) => Some(Value::Bool((a == b) != negate)),
+        }
+    }
+    if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    match p {
+        IntProg::XC(op, c) => apply(*op, arg(args, 0)?, *c),
+        IntProg::Op(op, l, r) => apply(*op, int(l, args)?, int(r, args)?),
+        leaf => int(leaf, args).map(Value::Int),
     }
 }
 
@@ -1525,6 +1623,7 @@ fn run_int_prog(p: &ir::IntProg, x: i64) -> Option<Value> {
                 Value::Int(v) => Some(v),
                 _ => None,
             },
+            IntProg::P(_) | IntProg::Idx { .. } => None,
         }
     }
     if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1535,6 +1634,7 @@ fn run_int_prog(p: &ir::IntProg, x: i64) -> Option<Value> {
         IntProg::C(c) => Some(Value::Int(*c)),
         IntProg::XC(op, c) => apply(*op, x, *c),
         IntProg::Op(op, l, r) => apply(*op, int(l, x)?, int(r, x)?),
+        IntProg::P(_) | IntProg::Idx { .. } => None,
     }
 }
 

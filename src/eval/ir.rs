@@ -246,10 +246,11 @@ pub struct FnCode {
     pub parameterless: bool,
     pub source: Arc<Source>,
     pub span: Span,
-    /// A one-parameter lambda whose body is integer arithmetic and comparisons of
-    /// its parameter and integer constants (`{x -> x * 2}`, `{x -> x % 3 == 0}`):
-    /// called with an integer it is evaluated without a frame (`exec::int_lambda`).
-    /// Compiled on first call.
+    /// A lambda whose body is integer arithmetic and comparisons of its parameters
+    /// and integer constants (`{x -> x * 2}`, `{x -> x % 3 == 0}`,
+    /// `{k, a, b -> a + b}`, `{a, b -> b(1) - a(1)}`): called with integers (and
+    /// arrays, for indexing) it is evaluated without a frame (`exec::int_lambda`,
+    /// `exec::run_int_prog_args`). Compiled on first call.
     pub pure_int: std::sync::OnceLock<Option<IntProg>>,
 }
 
@@ -267,6 +268,15 @@ pub enum IntOp {
 #[derive(Debug)]
 pub enum IntProg {
     X,
+    /// Parameter `i` (1 and up; 0 is `X`) of a lambda with several parameters.
+    P(u32),
+    /// `p(index)` with `p` parameter `param` holding an array (D19), while no
+    /// namespace defines a method `name` (which dispatch would call instead).
+    Idx {
+        param: u32,
+        index: i64,
+        name: Sym,
+    },
     C(i64),
     XC(IntOp, i64),
     Op(IntOp, Box<IntProg>, Box<IntProg>),

@@ -35,7 +35,8 @@ fn pool() -> Option<&'static Pool> {
     static POOL: OnceLock<Option<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let wanted = super::stream::worker_count().saturating_sub(1);
-        if wanted == 0 {
+        // `STRM_SHARE=0` turns sharing off (for measurement).
+        if wanted == 0 || std::env::var("STRM_SHARE").is_ok_and(|v| v.trim() == "0") {
             return None;
         }
         let (jobs, rx) = channel::<Job>();
