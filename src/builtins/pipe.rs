@@ -10,7 +10,7 @@ use crate::ext::{
     Stream, Value,
 };
 use crate::runtime::assist::{self, Results};
-use crate::runtime::stream::{connect, worker_count};
+use crate::runtime::stream::connect;
 
 /// How many array elements a source emits per turn.
 const ARRAY_BATCH: usize = 1024;
@@ -164,7 +164,18 @@ pub struct Sharing {
     per_value: Duration,
     /// A batch was shared out (for `STRM_TRACE_SHARE`).
     traced: bool,
+    /// Batches run so far.
+    batches: u32,
+    /// Batches shared so far.
+    shared: u32,
+    /// Shared batches in a row that were not faster than one by one.
+    misses: u32,
 }
+
+/// Values timed one by one to estimate a function's cost.
+const PROBES: usize = 3;
+/// One batch in this many runs in the stage's thread, to measure the cost again.
+const REMEASURE: u32 = 16;
 
 /// `STRM_TRACE_SHARE=1`: report on stderr when a stage first shares a batch out
 /// and when its function turns out to have side effects.
@@ -189,24 +200,46 @@ impl Sharing {
             && assist::available()
             && matches!(f, Value::Func(func) if matches!(**func, Func::Closure { .. }));
         if eligible && self.per_value.is_zero() {
-            // Cost unknown: the first value alone, timed.
-            let mut first: Vec<Value> = vals.drain(..1).collect();
+            // Cost unknown: the first few values, timed. (The first call also
+            // prepares the function: an estimate too high is corrected below when a
+            // shared batch does not pay.)
+            let k = PROBES.min(vals.len() - 1);
+            let mut probe: Vec<Value> = vals.drain(..k).collect();
             let start = Instant::now();
-            one_by_one(cx, &mut first);
-            self.per_value = start.elapsed().max(Duration::from_nanos(1));
+            one_by_one(cx, &mut probe);
+            self.per_value = (start.elapsed() / k as u32).max(Duration::from_nanos(1));
         }
-        if eligible && vals.len() >= 2 && self.per_value * vals.len() as u32 >= SHARE_MIN {
+        self.batches = self.batches.wrapping_add(1);
+        // Every `REMEASURE`th batch runs here, so the estimate follows the function's
+        // real cost (a shared batch's time includes waking the helpers).
+        let remeasure = self.batches.is_multiple_of(REMEASURE);
+        let sequential = self.per_value * vals.len() as u32;
+        if eligible && !remeasure && vals.len() >= 2 && sequential >= SHARE_MIN {
             let start = Instant::now();
             match cx.call_shared(f, vals) {
                 Some(results) => {
-                    let n = vals.len() as u32;
+                    let n = vals.len();
+                    take(cx, std::mem::take(vals), results);
+                    let took = start.elapsed();
                     if trace_share() && !self.traced {
                         self.traced = true;
                         eprintln!("shared a batch of {n} values");
                     }
-                    take(cx, std::mem::take(vals), results);
-                    let shares = (worker_count() as u32).clamp(1, n);
-                    self.per_value = (start.elapsed() * shares / n).max(Duration::from_nanos(1));
+                    self.shared += 1;
+                    // The first shared batch also starts the helpers: not judged. A
+                    // single slow batch (a helper descheduled) is not enough either.
+                    if self.shared > 1 && took * 10 > sequential * 9 {
+                        self.misses += 1;
+                    } else {
+                        self.misses = 0;
+                    }
+                    if self.misses >= 3 {
+                        // No gain (the values are cheaper than waking a helper).
+                        if trace_share() {
+                            eprintln!("sharing did not pay ({took:?} for {n} values, {sequential:?} estimated one by one): values run one at a time");
+                        }
+                        self.off = true;
+                    }
                     return;
                 }
                 None => {

@@ -205,6 +205,9 @@ fn number(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
 
 fn contains(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
     let (s, sub) = (a.bytes(0)?, a.bytes(1)?);
+    if !sub.is_empty() && s.len() < SHORT_HAYSTACK {
+        return Ok(Value::Bool(find_short(s, sub)));
+    }
     // The same needle is searched for line after line: keep its searcher.
     thread_local! {
         static FINDER: RefCell<Option<memmem::Finder<'static>>> = const { RefCell::new(None) };
@@ -222,6 +225,24 @@ fn contains(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
         }
     });
     Ok(Value::Bool(found))
+}
+
+/// Below this length `memmem` searches byte by byte (Rabin-Karp); a line usually is.
+const SHORT_HAYSTACK: usize = 256;
+
+/// Whether `needle` (not empty) occurs in a short `hay`: a vectorised `memchr` for the
+/// needle's rarest-looking byte (not a lowercase letter or a space, if it has one),
+/// then a comparison at each place it occurs.
+fn find_short(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.len() > hay.len() {
+        return false;
+    }
+    let common = |b: u8| b.is_ascii_lowercase() || b == b' ';
+    let at = needle.iter().position(|&b| !common(b)).unwrap_or(0);
+    let last_start = hay.len() - needle.len();
+    // Candidates: where the chosen byte could sit in a match.
+    let window = &hay[at..at + last_start + 1];
+    memchr::memchr_iter(needle[at], window).any(|i| &hay[i..i + needle.len()] == needle)
 }
 
 fn starts_with(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
@@ -808,5 +829,29 @@ mod ascii_tests {
             }
         }
         assert_eq!(char_count("héllo wörld, ünïcode!".as_bytes()), 21);
+    }
+
+    #[test]
+    fn the_short_search_agrees_with_memmem() {
+        let hays: [&[u8]; 6] = [
+            b"",
+            b"a",
+            b"ERROR at the end ERROR",
+            b"xxERRORyy",
+            b"abcabcabd",
+            b"ERRO",
+        ];
+        let needles: [&[u8]; 7] = [b"E", b"ERROR", b"abd", b"cab", b"ERRORS", b"d", b" at"];
+        for h in hays {
+            for n in needles {
+                assert_eq!(
+                    super::find_short(h, n),
+                    memchr::memmem::find(h, n).is_some(),
+                    "{:?} in {:?}",
+                    String::from_utf8_lossy(n),
+                    String::from_utf8_lossy(h)
+                );
+            }
+        }
     }
 }

@@ -156,6 +156,7 @@ pub fn compile_top(
     top.ns_names = c.ns_names;
     Ok(Arc::new(FnCode {
         pure_int: std::sync::OnceLock::new(),
+        method_lambda: std::sync::OnceLock::new(),
         name: None,
         body: FnBody::Plain { params: 0, body },
         frame: scope.layout(),
@@ -450,6 +451,7 @@ impl Compiler<'_> {
                     is_class: *is_class,
                     body: Arc::new(FnCode {
                         pure_int: std::sync::OnceLock::new(),
+                        method_lambda: std::sync::OnceLock::new(),
                         name: Some(sym),
                         body: FnBody::Plain {
                             params: 0,
@@ -519,6 +521,7 @@ impl Compiler<'_> {
         let scope = self.scopes.pop().expect("function scope");
         Arc::new(FnCode {
             pure_int: std::sync::OnceLock::new(),
+            method_lambda: std::sync::OnceLock::new(),
             name: name.map(Sym::new),
             body: FnBody::Plain {
                 params: params.len() as u32,
@@ -559,6 +562,7 @@ impl Compiler<'_> {
         });
         Arc::new(FnCode {
             pure_int: std::sync::OnceLock::new(),
+            method_lambda: std::sync::OnceLock::new(),
             name: None,
             body: FnBody::Case { clauses, else_body },
             frame: FrameLayout::default(),

@@ -932,6 +932,14 @@ impl<'a> CallContext<'a> {
                     }
                 }
             }
+            let v = if *code.method_lambda.get_or_init(|| is_method_lambda(code)) {
+                match self.call_method_lambda(code, body, v) {
+                    Ok(r) => return r,
+                    Err(v) => v,
+                }
+            } else {
+                v
+            };
             let layout = code.frame;
             if !layout.heap {
                 // Slot arrays of the exact size: dropping unused slots costs too.
@@ -942,8 +950,68 @@ impl<'a> CallContext<'a> {
                     _ => {}
                 }
             }
+            return self.call_closure(code, env, std::slice::from_ref(&v));
         }
         self.call_closure(code, env, std::slice::from_ref(&v))
+    }
+
+    /// A method lambda (`FnCode::method_lambda`) called with `v`: the method is
+    /// found by dispatch on `v` exactly as `call_named` would (a builtin namespace,
+    /// through the method cache) and called with `v` and the constants, without a
+    /// frame. `Err(v)` when `v` or the name needs the general path (nothing was done).
+    fn call_method_lambda(
+        &mut self,
+        code: &FnCode,
+        body: &Block,
+        v: Value,
+    ) -> Result<Result<Value, RuntimeError>, Value> {
+        let [Stmt::Expr(Expr::Call {
+            name, args, span, ..
+        })] = &body[..]
+        else {
+            return Err(v);
+        };
+        let name = *name;
+        if !name.in_namespace() {
+            return Err(v);
+        }
+        let g = self.g;
+        let (ns, kind) = match &v {
+            Value::Int(_) | Value::Float(_) => (&g.ns_number, 1),
+            Value::Str(_) => (&g.ns_string, 2),
+            Value::Time(_) => (&g.ns_time, 3),
+            _ => return Err(v),
+        };
+        let generation = NAMESPACE_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+        let cached = match self.method_cache.take() {
+            Some(c) if c.name == name && c.kind == kind && c.generation == generation => Some(c),
+            _ => ns.with_value(name, |f| {
+                f.map(|f| MethodCache {
+                    name,
+                    kind,
+                    generation,
+                    f: f.clone(),
+                })
+            }),
+        };
+        let Some(c) = cached else {
+            return Err(v);
+        };
+        let mut call: std::mem::ManuallyDrop<SmallVec<[Value; 4]>> = Default::default();
+        call.push(v);
+        for a in &args[1..] {
+            if let Arg::Pos(Expr::Const(k, _)) = a {
+                // SAFETY: as in `borrow_args`: a constant of the code, which outlives
+                // the call, copied without counting a reference and never dropped.
+                call.push(unsafe { std::ptr::read(k) });
+            }
+        }
+        let r = self.call_value(&c.f, &call);
+        self.method_cache = Some(c);
+        // The receiver was owned: drop it (the constants are only borrowed).
+        // SAFETY: element 0 is the moved-in `v`, read out once and never used again.
+        drop(unsafe { std::ptr::read(&call[0]) });
+        Ok(r.map_err(|e| e.at(&code.source, *span)))
     }
 
     #[inline(always)]
@@ -1276,6 +1344,30 @@ impl std::ops::Deref for BorrowedArgs {
     fn deref(&self) -> &[Value] {
         &self.0
     }
+}
+
+/// Whether `code` is `{x -> x.name(constants...)}` (at most 3 constants), the shape
+/// `call_method_lambda` takes.
+fn is_method_lambda(code: &FnCode) -> bool {
+    let FnBody::Plain { params: 1, body } = &code.body else {
+        return false;
+    };
+    if code.parameterless || code.frame.heap || code.frame.nslots != 1 {
+        return false;
+    }
+    let [Stmt::Expr(Expr::Call { args, .. })] = &body[..] else {
+        return false;
+    };
+    matches!(
+        args.first(),
+        Some(Arg::Pos(Expr::Var {
+            var: VarRef::Local(0),
+            ..
+        }))
+    ) && args.len() <= 4
+        && args[1..]
+            .iter()
+            .all(|a| matches!(a, Arg::Pos(Expr::Const(..))))
 }
 
 /// `None` when some argument is anything else (then they are evaluated as usual).

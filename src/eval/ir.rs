@@ -252,6 +252,11 @@ pub struct FnCode {
     /// arrays, for indexing) it is evaluated without a frame (`exec::int_lambda`,
     /// `exec::run_int_prog_args`). Compiled on first call.
     pub pure_int: std::sync::OnceLock<Option<IntProg>>,
+    /// A one-parameter lambda that is one method call on its parameter with
+    /// constant arguments (`{line -> line.length()}`, `{l -> l.contains("x")}`):
+    /// called with a string, number or time it calls the method without a frame
+    /// (`exec::CallContext::call_method_lambda`). Decided on first call.
+    pub method_lambda: std::sync::OnceLock<bool>,
 }
 
 /// An integer operation of an [`IntProg`]: an arithmetic operator or comparison
