@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rustc_hash::FxHasher;
 
 use crate::builtins::pipe::{MapStage, Sharing};
-use crate::eval::exec::{int_lambda, int_lambda_runs};
+use crate::eval::exec::{int_call, int_lambda, int_lambda_runs};
 use crate::eval::ops::{compare, equals};
 use crate::eval::print::inspect_plain;
 use crate::ext::{
@@ -550,6 +550,10 @@ impl Stage for Reduce {
             self.acc = Some(v);
             return Ok(());
         };
+        if let Some(r) = int_call(&self.f, &[&acc, &v]) {
+            self.acc = Some(r);
+            return Ok(());
+        }
         let args = [acc, v];
         match cx.call(&self.f, &args) {
             Ok(r) => {
@@ -783,6 +787,10 @@ impl ReduceByKey {
                 return Ok(());
             }
         };
+        if let Some(r) = int_call(&self.f, &[&key.v, &slot.acc, &value]) {
+            slot.acc = r;
+            return Ok(());
+        }
         let args = [key.v, std::mem::take(&mut slot.acc), value];
         match call.call_value(&self.f, &args) {
             Ok(r) => {

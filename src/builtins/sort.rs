@@ -4,6 +4,7 @@
 
 use std::cmp::Ordering;
 
+use crate::eval::exec::int_call;
 use crate::eval::ops::compare;
 use crate::eval::print::inspect_plain;
 use crate::ext::{Args, Registry, Role, RuntimeError, Stage, StageContext, Stream, Value};
@@ -197,7 +198,10 @@ pub fn sort_with(
     vals: Vec<Value>,
 ) -> Result<Vec<Value>, (RuntimeError, Vec<Value>)> {
     let res = merge_sort_indices(vals.len(), |i, j| {
-        let r = cx.call(f, &[vals[i].clone(), vals[j].clone()])?;
+        let r = match int_call(f, &[&vals[i], &vals[j]]) {
+            Some(r) => r,
+            None => cx.call(f, &[vals[i].clone(), vals[j].clone()])?,
+        };
         comparator_after(name, &r)
     });
     match res {

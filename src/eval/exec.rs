@@ -1633,23 +1633,62 @@ fn compile_int_lambda(code: &FnCode) -> Option<ir::IntProg> {
     }
 }
 
+/// Arguments by position: owned (`[Value]`) or borrowed (`[&Value]`).
+trait ArgList {
+    fn at(&self, i: usize) -> Option<&Value>;
+}
+
+impl ArgList for [Value] {
+    #[inline]
+    fn at(&self, i: usize) -> Option<&Value> {
+        self.get(i)
+    }
+}
+
+impl ArgList for [&Value] {
+    #[inline]
+    fn at(&self, i: usize) -> Option<&Value> {
+        self.get(i).copied()
+    }
+}
+
+/// Calls `f` without a frame when it is a lambda of several parameters compiled to an
+/// integer program (`FnCode::pure_int`: `{a, b -> a + b}`, `{a, b -> b(1) - a(1)}`)
+/// and `args` suit it; `None` otherwise (nothing was done: call it as usual). For
+/// the stages that call one function per value (`reduce`, `reduce_by_key`, `sort`).
+pub(crate) fn int_call(f: &Value, args: &[&Value]) -> Option<Value> {
+    let Value::Func(func) = f else { return None };
+    let Func::Closure { code, .. } = &**func else {
+        return None;
+    };
+    match &code.body {
+        FnBody::Plain { params, .. } if *params as usize == args.len() && *params > 1 => {}
+        _ => return None,
+    }
+    let p = code
+        .pure_int
+        .get_or_init(|| compile_int_lambda(code))
+        .as_ref()?;
+    run_int_prog_args(p, args)
+}
+
 /// Runs an [`ir::IntProg`] of a lambda with several parameters on `args` (the
 /// parameters it uses must be integers, or arrays for `Idx`). `None` sends the call
 /// down the general path.
-fn run_int_prog_args(p: &ir::IntProg, args: &[Value]) -> Option<Value> {
+fn run_int_prog_args<A: ArgList + ?Sized>(p: &ir::IntProg, args: &A) -> Option<Value> {
     use ir::{IntOp, IntProg};
-    fn arg(args: &[Value], i: u32) -> Option<i64> {
-        match args.get(i as usize)? {
+    fn arg<A: ArgList + ?Sized>(args: &A, i: u32) -> Option<i64> {
+        match args.at(i as usize)? {
             Value::Int(x) => Some(*x),
             _ => None,
         }
     }
-    fn int(p: &IntProg, args: &[Value]) -> Option<i64> {
+    fn int<A: ArgList + ?Sized>(p: &IntProg, args: &A) -> Option<i64> {
         match p {
             IntProg::X => arg(args, 0),
             IntProg::P(i) => arg(args, *i),
             IntProg::Idx { param, index, name } => {
-                let Value::Array(a) = args.get(*param as usize)? else {
+                let Value::Array(a) = args.at(*param as usize)? else {
                     return None;
                 };
                 if name.in_namespace() {
