@@ -156,7 +156,7 @@ pub fn compile_top(
     top.ns_names = c.ns_names;
     Ok(Arc::new(FnCode {
         pure_int: std::sync::OnceLock::new(),
-        method_lambda: std::sync::OnceLock::new(),
+        shape: std::sync::OnceLock::new(),
         name: None,
         body: FnBody::Plain { params: 0, body },
         frame: scope.layout(),
@@ -451,7 +451,7 @@ impl Compiler<'_> {
                     is_class: *is_class,
                     body: Arc::new(FnCode {
                         pure_int: std::sync::OnceLock::new(),
-                        method_lambda: std::sync::OnceLock::new(),
+                        shape: std::sync::OnceLock::new(),
                         name: Some(sym),
                         body: FnBody::Plain {
                             params: 0,
@@ -521,7 +521,7 @@ impl Compiler<'_> {
         let scope = self.scopes.pop().expect("function scope");
         Arc::new(FnCode {
             pure_int: std::sync::OnceLock::new(),
-            method_lambda: std::sync::OnceLock::new(),
+            shape: std::sync::OnceLock::new(),
             name: name.map(Sym::new),
             body: FnBody::Plain {
                 params: params.len() as u32,
@@ -562,7 +562,7 @@ impl Compiler<'_> {
         });
         Arc::new(FnCode {
             pure_int: std::sync::OnceLock::new(),
-            method_lambda: std::sync::OnceLock::new(),
+            shape: std::sync::OnceLock::new(),
             name: None,
             body: FnBody::Case { clauses, else_body },
             frame: FrameLayout::default(),

@@ -932,13 +932,13 @@ impl<'a> CallContext<'a> {
                     }
                 }
             }
-            let v = if *code.method_lambda.get_or_init(|| is_method_lambda(code)) {
-                match self.call_method_lambda(code, body, v) {
+            let v = match code.shape.get_or_init(|| lambda_shape(code)) {
+                ir::Shape::Method => match self.call_method_lambda(code, body, v) {
                     Ok(r) => return r,
                     Err(v) => v,
-                }
-            } else {
-                v
+                },
+                ir::Shape::Array => return Ok(array_lambda(body, v)),
+                ir::Shape::General => v,
             };
             let layout = code.frame;
             if !layout.heap {
@@ -1346,28 +1346,62 @@ impl std::ops::Deref for BorrowedArgs {
     }
 }
 
-/// Whether `code` is `{x -> x.name(constants...)}` (at most 3 constants), the shape
-/// `call_method_lambda` takes.
-fn is_method_lambda(code: &FnCode) -> bool {
+/// The [`ir::Shape`] of a lambda: `{x -> x.name(constants...)}` (at most 3
+/// constants) or `{x -> [x or constants...]}`.
+fn lambda_shape(code: &FnCode) -> ir::Shape {
     let FnBody::Plain { params: 1, body } = &code.body else {
-        return false;
+        return ir::Shape::General;
     };
     if code.parameterless || code.frame.heap || code.frame.nslots != 1 {
-        return false;
+        return ir::Shape::General;
     }
-    let [Stmt::Expr(Expr::Call { args, .. })] = &body[..] else {
-        return false;
+    let param_or_const = |a: &Arg| {
+        matches!(
+            a,
+            Arg::Pos(Expr::Const(..))
+                | Arg::Pos(Expr::Var {
+                    var: VarRef::Local(0),
+                    ..
+                })
+        )
     };
-    matches!(
-        args.first(),
-        Some(Arg::Pos(Expr::Var {
-            var: VarRef::Local(0),
+    match &body[..] {
+        [Stmt::Expr(Expr::Call { args, .. })]
+            if matches!(
+                args.first(),
+                Some(Arg::Pos(Expr::Var {
+                    var: VarRef::Local(0),
+                    ..
+                }))
+            ) && args.len() <= 4
+                && args[1..]
+                    .iter()
+                    .all(|a| matches!(a, Arg::Pos(Expr::Const(..)))) =>
+        {
+            ir::Shape::Method
+        }
+        [Stmt::Expr(Expr::Array {
+            elems,
+            fields: None,
             ..
-        }))
-    ) && args.len() <= 4
-        && args[1..]
-            .iter()
-            .all(|a| matches!(a, Arg::Pos(Expr::Const(..))))
+        })] if elems.iter().all(param_or_const) => ir::Shape::Array,
+        _ => ir::Shape::General,
+    }
+}
+
+/// An array lambda (`ir::Shape::Array`) called with `v`.
+fn array_lambda(body: &Block, v: Value) -> Value {
+    let [Stmt::Expr(Expr::Array { elems, .. })] = &body[..] else {
+        unreachable!("checked by lambda_shape")
+    };
+    let items = elems
+        .iter()
+        .map(|a| match a {
+            Arg::Pos(Expr::Const(c, _)) => c.clone(),
+            _ => v.clone(),
+        })
+        .collect();
+    Value::array(items)
 }
 
 /// `None` when some argument is anything else (then they are evaluated as usual).

@@ -252,11 +252,23 @@ pub struct FnCode {
     /// arrays, for indexing) it is evaluated without a frame (`exec::int_lambda`,
     /// `exec::run_int_prog_args`). Compiled on first call.
     pub pure_int: std::sync::OnceLock<Option<IntProg>>,
-    /// A one-parameter lambda that is one method call on its parameter with
-    /// constant arguments (`{line -> line.length()}`, `{l -> l.contains("x")}`):
-    /// called with a string, number or time it calls the method without a frame
-    /// (`exec::CallContext::call_method_lambda`). Decided on first call.
-    pub method_lambda: std::sync::OnceLock<bool>,
+    /// The shape of a one-parameter lambda that runs without a frame (see
+    /// [`Shape`]). Decided on first call.
+    pub shape: std::sync::OnceLock<Shape>,
+}
+
+/// One-parameter lambda bodies a stage calls without a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Anything else: the general path.
+    General,
+    /// One method call on the parameter with constant arguments
+    /// (`{line -> line.length()}`, `{l -> l.contains("x")}`): with a string, number
+    /// or time the method is dispatched and called directly
+    /// (`exec::CallContext::call_method_lambda`).
+    Method,
+    /// An array literal of the parameter and constants (`{w -> [w, 1]}`).
+    Array,
 }
 
 /// An integer operation of an [`IntProg`]: an arithmetic operator or comparison
