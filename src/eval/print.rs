@@ -304,7 +304,7 @@ impl CallContext<'_> {
                 Ok(true)
             }
             Ok(_) => Ok(false),
-            Err(e) if e.message() == "stack level too deep" => Err(e),
+            Err(e) if e.message() == "stack level too deep" || e.is_impure() => Err(e),
             Err(_) => Ok(false),
         }
     }
