@@ -938,6 +938,10 @@ impl<'a> CallContext<'a> {
                     Err(v) => v,
                 },
                 ir::Shape::Array => return Ok(array_lambda(body, v)),
+                ir::Shape::Arith(p) => match run_num_prog(p, &v) {
+                    Some(r) => return Ok(r),
+                    None => v,
+                },
                 ir::Shape::General => v,
             };
             let layout = code.frame;
@@ -1385,8 +1389,78 @@ fn lambda_shape(code: &FnCode) -> ir::Shape {
             fields: None,
             ..
         })] if elems.iter().all(param_or_const) => ir::Shape::Array,
+        [Stmt::Expr(e @ Expr::Binary { .. })] => match num_prog(e) {
+            Some(p) if p.1 => ir::Shape::Arith(p.0),
+            _ => ir::Shape::General,
+        },
         _ => ir::Shape::General,
     }
+}
+
+/// Compiles arithmetic over the parameter, its fields and number constants; the
+/// flag says whether a field is read (without one, `pure_int` or the general path
+/// does as well).
+fn num_prog(e: &Expr) -> Option<(ir::NumProg, bool)> {
+    use ir::NumProg;
+    match e {
+        Expr::Const(c @ (Value::Int(_) | Value::Float(_)), _) => {
+            Some((NumProg::C(c.clone()), false))
+        }
+        Expr::Var {
+            var: VarRef::Local(0),
+            ..
+        } => Some((NumProg::X, false)),
+        Expr::Call { name, args, .. }
+            if matches!(
+                &args[..],
+                [Arg::Pos(Expr::Var {
+                    var: VarRef::Local(0),
+                    ..
+                })]
+            ) =>
+        {
+            Some((NumProg::Field(*name), true))
+        }
+        Expr::Binary { op, lhs, rhs, .. }
+            if matches!(
+                op,
+                Arith::Add | Arith::Sub | Arith::Mul | Arith::Div | Arith::Mod
+            ) =>
+        {
+            let (l, fl) = num_prog(lhs)?;
+            let (r, fr) = num_prog(rhs)?;
+            Some((NumProg::Op(*op, Box::new(l), Box::new(r)), fl || fr))
+        }
+        _ => None,
+    }
+}
+
+/// Runs a [`ir::Shape::Arith`] program on `v`. `None` (not a plain struct, a missing
+/// field, a non-number, an error, an overridden operator) sends the call down the
+/// general path, which then gives its answer or error.
+fn run_num_prog(p: &ir::NumProg, v: &Value) -> Option<Value> {
+    use ir::NumProg;
+    if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    fn num(p: &NumProg, v: &Value) -> Option<Value> {
+        let r = match p {
+            NumProg::X => v.clone(),
+            NumProg::C(c) => c.clone(),
+            NumProg::Field(name) => {
+                // As dispatch (3.5) would: a plain struct's field; a class could
+                // define a method of that name first.
+                let Value::Array(a) = v else { return None };
+                if a.class.is_some() {
+                    return None;
+                }
+                a.field(name.name().as_bytes())?.clone()
+            }
+            NumProg::Op(op, l, r) => return ops::arith(*op, &num(l, v)?, &num(r, v)?).ok(),
+        };
+        matches!(r, Value::Int(_) | Value::Float(_)).then_some(r)
+    }
+    num(p, v)
 }
 
 /// An array lambda (`ir::Shape::Array`) called with `v`.

@@ -258,7 +258,7 @@ pub struct FnCode {
 }
 
 /// One-parameter lambda bodies a stage calls without a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Shape {
     /// Anything else: the general path.
     General,
@@ -269,6 +269,22 @@ pub enum Shape {
     Method,
     /// An array literal of the parameter and constants (`{w -> [w, 1]}`).
     Array,
+    /// Arithmetic over fields of the parameter, the parameter and number constants
+    /// (`{row -> row.price * row.qty}`): with a struct whose fields are numbers it is
+    /// computed directly (`exec::run_num_prog`).
+    Arith(NumProg),
+}
+
+/// The body of a [`Shape::Arith`] lambda.
+#[derive(Debug)]
+pub enum NumProg {
+    /// The parameter.
+    X,
+    /// A number constant.
+    C(Value),
+    /// `x.name` / `name(x)`: a field of the parameter.
+    Field(Sym),
+    Op(Arith, Box<NumProg>, Box<NumProg>),
 }
 
 /// An integer operation of an [`IntProg`]: an arithmetic operator or comparison
