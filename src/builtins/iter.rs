@@ -269,13 +269,9 @@ impl Stage for Filter {
                 }
             }
             vals.drain(kept..seen);
-            if kept == vals.len() {
-                cx.emit_batch(vals);
+            if cx.emit_prefix(vals, kept) {
                 return;
             }
-            let rest = vals.split_off(kept);
-            cx.emit_batch(vals);
-            *vals = rest;
         }
         sharing.run(
             f,

@@ -273,13 +273,9 @@ impl Stage for MapStage {
             let done = int_lambda_runs(p, vals, |_, r| results.extend_from_slice(r));
             // The integers replaced own nothing: dropping them is free.
             vals.splice(..done, results);
-            if done == vals.len() {
-                cx.emit_batch(vals);
+            if cx.emit_prefix(vals, done) {
                 return;
             }
-            let rest = vals.split_off(done);
-            cx.emit_batch(vals);
-            *vals = rest;
         }
         sharing.run(
             f,

@@ -748,21 +748,7 @@ impl<'a> CallContext<'a> {
                 _ => (None, 0),
             };
             if let Some(ns) = ns {
-                let generation = NAMESPACE_GENERATION.load(std::sync::atomic::Ordering::Acquire);
-                let cached = match self.method_cache.take() {
-                    Some(c) if c.name == name && c.kind == kind && c.generation == generation => {
-                        Some(c)
-                    }
-                    _ => ns.with_value(name, |f| {
-                        f.map(|f| MethodCache {
-                            name,
-                            kind,
-                            generation,
-                            f: f.clone(),
-                        })
-                    }),
-                };
-                if let Some(c) = cached {
+                if let Some(c) = self.cached_method(ns, name, kind) {
                     let r = self.call_value(&c.f, args);
                     self.method_cache = Some(c);
                     return r.map_err(|e| located(e, act.source, span));
@@ -959,7 +945,26 @@ impl<'a> CallContext<'a> {
         self.call_closure(code, env, std::slice::from_ref(&v))
     }
 
-    /// A method lambda (`FnCode::method_lambda`) called with `v`: the method is
+    /// Method `name` of builtin namespace `ns` (`kind`: 1 number, 2 string, 3 time):
+    /// the one this context called last if it is the same and no definition came
+    /// since, else looked up. The caller puts it back into `method_cache` after the
+    /// call.
+    fn cached_method(&mut self, ns: &Namespace, name: Sym, kind: u8) -> Option<MethodCache> {
+        let generation = NAMESPACE_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+        match self.method_cache.take() {
+            Some(c) if c.name == name && c.kind == kind && c.generation == generation => Some(c),
+            _ => ns.with_value(name, |f| {
+                f.map(|f| MethodCache {
+                    name,
+                    kind,
+                    generation,
+                    f: f.clone(),
+                })
+            }),
+        }
+    }
+
+    /// A method lambda (`ir::Shape::Method`) called with `v`: the method is
     /// found by dispatch on `v` exactly as `call_named` would (a builtin namespace,
     /// through the method cache) and called with `v` and the constants, without a
     /// frame. `Err(v)` when `v` or the name needs the general path (nothing was done).
@@ -986,19 +991,7 @@ impl<'a> CallContext<'a> {
             Value::Time(_) => (&g.ns_time, 3),
             _ => return Err(v),
         };
-        let generation = NAMESPACE_GENERATION.load(std::sync::atomic::Ordering::Acquire);
-        let cached = match self.method_cache.take() {
-            Some(c) if c.name == name && c.kind == kind && c.generation == generation => Some(c),
-            _ => ns.with_value(name, |f| {
-                f.map(|f| MethodCache {
-                    name,
-                    kind,
-                    generation,
-                    f: f.clone(),
-                })
-            }),
-        };
-        let Some(c) = cached else {
+        let Some(c) = self.cached_method(ns, name, kind) else {
             return Err(v);
         };
         let mut call: std::mem::ManuallyDrop<SmallVec<[Value; 4]>> = Default::default();

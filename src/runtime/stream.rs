@@ -1468,6 +1468,20 @@ impl<'t> StageContext<'t> {
         super::assist::call_shared(self.g, self.top, f, vals)
     }
 
+    /// Sends the first `n` values of `vals` (none of them nil) and leaves the rest in
+    /// `vals`; whether none is left. A stage that transformed a batch in place up to
+    /// some value passes that part on without copying.
+    pub fn emit_prefix(&mut self, vals: &mut Vec<Value>, n: usize) -> bool {
+        if n == vals.len() {
+            self.emit_batch(vals);
+            return true;
+        }
+        let rest = vals.split_off(n);
+        self.emit_batch(vals);
+        *vals = rest;
+        false
+    }
+
     /// Sends every value of `vals` (none of them nil), leaving `vals` empty: a stage
     /// that transforms a batch in place passes it on without copying.
     pub fn emit_batch(&mut self, vals: &mut Vec<Value>) {
