@@ -227,7 +227,9 @@ fn a_trickle_on_a_pipe_is_delivered_while_the_pipe_stays_open() {
 fn large_output_is_complete_in_order_and_flushed_before_an_error_message() {
     // Megabytes of stdout are written behind by a thread of their own; an error
     // message must still come after the lines printed before it (D39), and nothing
-    // may be lost at exit (D37). stdout and stderr share one pipe here.
+    // may be lost at exit (D37). stdout and stderr share one pipe here. (The writer
+    // usually wins the race anyway; the unit test `flush_returns_only_once_the_writer_
+    // thread_has_written_everything` is the one that fails if flush does not wait.)
     let prog = "seq(300000) | map{x -> if (x == 200000) nosuch(x) else x} | stdout";
     let out = Command::new("sh")
         .args(["-c", &format!("\"$0\" -e '{prog}' 2>&1")])

@@ -195,11 +195,15 @@ impl Sharing {
         mut one_by_one: impl FnMut(&mut StageContext, &mut Vec<Value>),
         mut take: impl FnMut(&mut StageContext, Vec<Value>, Results),
     ) {
-        let eligible = !self.off
-            && vals.len() >= 2
+        let can_share = !self.off
             && assist::available()
             && matches!(f, Value::Func(func) if matches!(**func, Func::Closure { .. }));
-        if eligible && self.per_value.is_zero() {
+        if !can_share || vals.len() < 2 {
+            // Nothing to share (or never): no timing either.
+            one_by_one(cx, vals);
+            return;
+        }
+        if self.per_value.is_zero() {
             // Cost unknown: the first few values, timed. (The first call also
             // prepares the function: an estimate too high is corrected below when a
             // shared batch does not pay.)
@@ -214,7 +218,7 @@ impl Sharing {
         // real cost (a shared batch's time includes waking the helpers).
         let remeasure = self.batches.is_multiple_of(REMEASURE);
         let sequential = self.per_value * vals.len() as u32;
-        if eligible && !remeasure && vals.len() >= 2 && sequential >= SHARE_MIN {
+        if !remeasure && vals.len() >= 2 && sequential >= SHARE_MIN {
             let start = Instant::now();
             match cx.call_shared(f, vals) {
                 Some(results) => {

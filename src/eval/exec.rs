@@ -1666,7 +1666,6 @@ fn int_op_batch(
 /// `x`, integer constants, `+ - * %`, and at the top a comparison or `==`/`!=`: then,
 /// given an integer, it runs without a frame.
 fn compile_int_lambda(code: &FnCode) -> Option<ir::IntProg> {
-    use ir::{IntOp, IntProg};
     let FnBody::Plain { params, body } = &code.body else {
         return None;
     };
@@ -1674,64 +1673,60 @@ fn compile_int_lambda(code: &FnCode) -> Option<ir::IntProg> {
     if params == 0 || code.frame.heap || code.frame.nslots != params {
         return None;
     }
-    // `params`: a one-parameter lambda takes an integer (`X` only); one with several
-    // takes any values, of which the ones it uses must be integers or arrays indexed
-    // by a constant (`{k, a, b -> a + b}`, `{a, b -> b(1) - a(1)}`).
-    let node = |e: &Expr, top: bool| -> Option<IntProg> {
-        fn node(e: &Expr, top: bool, params: u32) -> Option<IntProg> {
-            // Comparisons give booleans: only the outermost operation may be one.
-            let (op, lhs, rhs) = match e {
-                Expr::Const(Value::Int(c), _) => return Some(IntProg::C(*c)),
-                Expr::Var {
-                    var: VarRef::Local(0),
-                    ..
-                } => return Some(IntProg::X),
-                Expr::Var {
-                    var: VarRef::Local(i),
-                    ..
-                } if params > 1 && *i < params => return Some(IntProg::P(*i)),
-                Expr::Call {
-                    name,
-                    var: VarRef::Local(i),
-                    args,
-                    ..
-                } if params > 1 && *i < params => {
-                    return match &args[..] {
-                        [Arg::Pos(Expr::Const(Value::Int(index), _))] => Some(IntProg::Idx {
-                            param: *i,
-                            index: *index,
-                            name: *name,
-                        }),
-                        _ => None,
-                    }
-                }
-                Expr::Binary { op, lhs, rhs, .. } => match op {
-                    Arith::Add | Arith::Sub | Arith::Mul | Arith::Mod => {
-                        (IntOp::Arith(*op), lhs, rhs)
-                    }
-                    Arith::Lt | Arith::Le | Arith::Gt | Arith::Ge if top => {
-                        (IntOp::Arith(*op), lhs, rhs)
-                    }
-                    _ => return None,
-                },
-                Expr::Equal {
-                    negate, lhs, rhs, ..
-                } if top => (IntOp::Eq(*negate), lhs, rhs),
-                _ => return None,
-            };
-            Some(
-                match (node(lhs, false, params)?, node(rhs, false, params)?) {
-                    (IntProg::X, IntProg::C(c)) => IntProg::XC(op, c),
-                    (l, r) => IntProg::Op(op, Box::new(l), Box::new(r)),
-                },
-            )
-        }
-        node(e, top, params)
-    };
+    // A one-parameter lambda takes an integer (`X` only); one with several takes any
+    // values, of which the ones it uses must be integers or arrays indexed by a
+    // constant (`{k, a, b -> a + b}`, `{a, b -> b(1) - a(1)}`).
     match &body[..] {
-        [Stmt::Expr(e)] => node(e, true),
+        [Stmt::Expr(e)] => int_node(e, true, params),
         _ => None,
     }
+}
+
+/// One node of [`compile_int_lambda`]; comparisons give booleans, so only the
+/// outermost operation (`top`) may be one.
+fn int_node(e: &Expr, top: bool, params: u32) -> Option<ir::IntProg> {
+    use ir::{IntOp, IntProg};
+    let (op, lhs, rhs) = match e {
+        Expr::Const(Value::Int(c), _) => return Some(IntProg::C(*c)),
+        Expr::Var {
+            var: VarRef::Local(0),
+            ..
+        } => return Some(IntProg::X),
+        Expr::Var {
+            var: VarRef::Local(i),
+            ..
+        } if params > 1 && *i < params => return Some(IntProg::P(*i)),
+        Expr::Call {
+            name,
+            var: VarRef::Local(i),
+            args,
+            ..
+        } if params > 1 && *i < params => {
+            return match &args[..] {
+                [Arg::Pos(Expr::Const(Value::Int(index), _))] => Some(IntProg::Idx {
+                    param: *i,
+                    index: *index,
+                    name: *name,
+                }),
+                _ => None,
+            }
+        }
+        Expr::Binary { op, lhs, rhs, .. } => match op {
+            Arith::Add | Arith::Sub | Arith::Mul | Arith::Mod => (IntOp::Arith(*op), lhs, rhs),
+            Arith::Lt | Arith::Le | Arith::Gt | Arith::Ge if top => (IntOp::Arith(*op), lhs, rhs),
+            _ => return None,
+        },
+        Expr::Equal {
+            negate, lhs, rhs, ..
+        } if top => (IntOp::Eq(*negate), lhs, rhs),
+        _ => return None,
+    };
+    Some(
+        match (int_node(lhs, false, params)?, int_node(rhs, false, params)?) {
+            (IntProg::X, IntProg::C(c)) => IntProg::XC(op, c),
+            (l, r) => IntProg::Op(op, Box::new(l), Box::new(r)),
+        },
+    )
 }
 
 /// Arguments by position: owned (`[Value]`) or borrowed (`[&Value]`).
@@ -1830,44 +1825,12 @@ fn run_int_prog_args<A: ArgList + ?Sized>(p: &ir::IntProg, args: &A) -> Option<V
     }
 }
 
-/// Runs an [`ir::IntProg`] on `x`. `None` (overflow, remainder by zero, an
-/// overridden operator) sends the call down the general path, which then gives the
-/// answer or error it always gives.
+/// Runs a one-parameter [`ir::IntProg`] on `x`. `None` (overflow, remainder by
+/// zero, an overridden operator) sends the call down the general path, which then
+/// gives the answer or error it always gives.
 #[inline]
 fn run_int_prog(p: &ir::IntProg, x: i64) -> Option<Value> {
-    use ir::{IntOp, IntProg};
-    #[inline]
-    fn apply(op: IntOp, a: i64, b: i64) -> Option<Value> {
-        match op {
-            IntOp::Arith(op) => int_op(op, a, b),
-            IntOp::Eq(negate) => Some(Value::Bool((a == b) != negate)),
-        }
-    }
-    fn int(p: &IntProg, x: i64) -> Option<i64> {
-        match p {
-            IntProg::X => Some(x),
-            IntProg::C(c) => Some(*c),
-            IntProg::XC(op, c) => match apply(*op, x, *c)? {
-                Value::Int(v) => Some(v),
-                _ => None,
-            },
-            IntProg::Op(op, l, r) => match apply(*op, int(l, x)?, int(r, x)?)? {
-                Value::Int(v) => Some(v),
-                _ => None,
-            },
-            IntProg::P(_) | IntProg::Idx { .. } => None,
-        }
-    }
-    if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
-        return None;
-    }
-    match p {
-        IntProg::X => Some(Value::Int(x)),
-        IntProg::C(c) => Some(Value::Int(*c)),
-        IntProg::XC(op, c) => apply(*op, x, *c),
-        IntProg::Op(op, l, r) => apply(*op, int(l, x)?, int(r, x)?),
-        IntProg::P(_) | IntProg::Idx { .. } => None,
-    }
+    run_int_prog_args(p, std::slice::from_ref(&Value::Int(x)))
 }
 
 /// An integer arithmetic operand, evaluated without `Value`s when it is made only of

@@ -715,3 +715,38 @@ impl Stage for LineWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod write_behind_tests {
+    use super::Output;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// A sink that is slow to take each write, like a busy disk or a slow pipe.
+    struct SlowSink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SlowSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn flush_returns_only_once_the_writer_thread_has_written_everything() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let out = Output::new(Box::new(SlowSink(written.clone())));
+        // More than a hand-off: the writer thread starts and takes the first buffer.
+        let big = vec![b'x'; 300 * 1024];
+        out.write_raw(&big);
+        out.write_line(b"last");
+        out.flush();
+        let got = written.lock().unwrap();
+        assert_eq!(got.len(), big.len() + 5, "flush returned before the write");
+        assert!(got.ends_with(b"last\n"));
+    }
+}
