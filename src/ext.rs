@@ -66,11 +66,11 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 pub use crate::eval::error::{err, ErrorKind, RuntimeError};
-pub use crate::eval::func::{Func, NativeFn, NativeFnPtr};
+pub use crate::eval::func::{BytesMethodPtr, Func, NativeFn, NativeFnPtr};
 pub use crate::eval::interp::{Globals, SignalId};
 pub use crate::eval::namespace::Namespace;
 pub use crate::eval::value::{Array, Fields, NativeObject, Str, Time, TimeOffset, Value};
-pub use crate::runtime::io::{Io, IoBackend, IoMode, LineReader, Output};
+pub use crate::runtime::io::{Io, IoBackend, IoMode, LineReader, Lines, Output};
 pub use crate::runtime::stream::{
     BoxFuture, Inlet, Outlet, Produce, Role, Sink, Source, Stage, StageContext, Stream,
 };
@@ -722,6 +722,84 @@ impl NamespaceRegistry {
         self
     }
 
+    /// A string method that only reads its receiver's bytes: `f` gets them and the
+    /// arguments after the receiver (`args.bytes(0)` is argument 1 in messages);
+    /// `min..=max` is the arity counting the receiver, as [`Args::arity`] counts it.
+    ///
+    /// It is a method like [`define_method`](Self::define_method)'s, declared pure,
+    /// and more: a `map`, `filter` or `flatmap` whose function is one call of it
+    /// (`{line -> line.length()}`, `{l -> l.contains("x")}`) and that reads the lines
+    /// of a reader calls it on each line in the reader's buffer, without making a
+    /// string of every line. Define it in the `string` namespace.
+    ///
+    /// ```
+    /// use streem::ext::{Capture, Value};
+    /// use streem::{Interpreter, RunOptions};
+    ///
+    /// let interp = Interpreter::new();
+    /// interp.registry().namespace("string").define_bytes_method("vowels", 1, 1, |s, _args| {
+    ///     Ok(Value::Int(s.iter().filter(|b| b"aeiou".contains(b)).count() as i64))
+    /// });
+    /// let out = Capture::new();
+    /// interp.set_stdout(out.clone());
+    /// let program = r#"["banana", "sky"] | map{w -> w.vowels()} | stdout"#;
+    /// assert_eq!(interp.run_str("-e", program, vec![], &RunOptions::default()), 0);
+    /// assert_eq!(out.text(), "3\n0\n");
+    /// ```
+    pub fn define_bytes_method<F>(&self, name: &str, min: usize, max: usize, f: F) -> &Self
+    where
+        F: Fn(&[u8], &Args<'_>) -> Result<Value, RuntimeError> + Send + Sync + 'static,
+    {
+        self.define_bytes_method_as(name, min, max, crate::eval::func::BytesKind::Other, f)
+    }
+
+    /// [`define_bytes_method`](Self::define_bytes_method), telling the runtime what
+    /// it computes (builtins only).
+    pub(crate) fn define_bytes_method_as<F>(
+        &self,
+        name: &str,
+        min: usize,
+        max: usize,
+        kind: crate::eval::func::BytesKind,
+        f: F,
+    ) -> &Self
+    where
+        F: Fn(&[u8], &Args<'_>) -> Result<Value, RuntimeError> + Send + Sync + 'static,
+    {
+        let f: Arc<crate::eval::func::BytesMethodPtr> = Arc::new(f);
+        let g = f.clone();
+        let owned = name.to_owned();
+        let value_form = move |_cx: &mut CallContext<'_>, vals: &[Value]| {
+            let a = Args::method(&owned, vals);
+            a.arity(min, max)?;
+            let receiver = a.bytes(0)?;
+            g(
+                receiver,
+                &Args {
+                    name: &owned,
+                    vals: &vals[1..],
+                    base: 1,
+                },
+            )
+        };
+        let value = Value::Func(Arc::new(Func::Native(NativeFn {
+            name: name.to_owned(),
+            stage_constructor: false,
+            f: Box::new(value_form),
+            pure: std::sync::atomic::AtomicBool::new(true),
+            bytes: Some(crate::eval::func::BytesMethod { min, max, f, kind }),
+        })));
+        let _ = self.ns.define(
+            Sym::new(name),
+            Binding {
+                value,
+                is_method: true,
+                native: true,
+            },
+        );
+        self
+    }
+
     /// A function or constant that `import` copies into the importing scope.
     pub fn define_value(&self, name: &str, value: Value) -> &Self {
         let _ = self.ns.define(
@@ -765,6 +843,7 @@ where
         stage_constructor,
         f: Box::new(f),
         pure: std::sync::atomic::AtomicBool::new(false),
+        bytes: None,
     })))
 }
 

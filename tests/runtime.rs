@@ -300,3 +300,99 @@ fn an_expensive_pure_map_shares_its_batches_and_an_impure_one_does_not() {
     got.retain(|l| l.trim().parse::<i64>().is_ok_and(|n| n > 40));
     assert_eq!(printed.concat() + &got.concat(), want);
 }
+
+/// Runs `program` with `input` on standard input; `lend`: whether the reader may lend
+/// its lines (`STRM_LEND`). Returns (stdout, stderr, status, whether the trace says
+/// the lines were taken).
+fn run_lines(program: &str, input: &[u8], lend: bool) -> (Vec<u8>, String, i32, bool) {
+    let mut child = streem()
+        .args(["-e", program])
+        .env("STRM_LEND", if lend { "1" } else { "0" })
+        .env("STRM_TRACE_LINES", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("writer");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let taken = err.contains("lines lent: taken");
+    let err: String = err
+        .lines()
+        .filter(|l| !l.starts_with("lines lent:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (out.stdout, err, out.status.code().unwrap_or(-1), taken)
+}
+
+#[test]
+fn lines_lent_from_the_read_buffer_give_exactly_what_string_values_give() {
+    // The lent-lines path (`Stage::on_lines`) against the ordinary one, byte for
+    // byte, over inputs with CRLF, a CR inside a line, an unterminated last line
+    // with a CR, non-ASCII text, empty lines, a line longer than a read and more
+    // lines than one block.
+    let mut big = Vec::new();
+    for i in 0..60_000 {
+        let end = if i % 7 == 0 { "\r\n" } else { "\n" };
+        let mark = if i % 13 == 0 { "ERROR" } else { "" };
+        big.extend_from_slice(format!("line {i} é{mark} x{end}").as_bytes());
+        if i == 30_000 {
+            big.extend(std::iter::repeat_n(b'y', 200_000));
+            big.extend_from_slice(b"ERROR\n\n\n");
+        }
+    }
+    big.extend_from_slice(b"last ERROR\r");
+    let inputs: [&[u8]; 5] = [
+        b"alpha\r\nb\xc3\xa9ta ERROR\n\nERRORx\r\na\rb ERROR\nlast ERROR\r",
+        b"",
+        b"no newline at all ERROR",
+        b"\n\n\r\n",
+        &big,
+    ];
+    // (program, whether its lines are taken when lent)
+    let programs = [
+        ("stdin | map{l -> l.length()} | stdout", true),
+        ("stdin | filter{l -> l.contains(\"ERROR\")} | stdout", true),
+        ("stdin | filter{l -> l.contains(\"R\\r\")} | stdout", true),
+        (
+            "stdin | filter{l -> l.contains(\"\")} | count() | stdout",
+            true,
+        ),
+        (
+            "stdin | filter{l -> l.starts_with(\"ERR\")} | count() | stdout",
+            true,
+        ),
+        ("stdin | flatmap{l -> l.split()} | stdout", true),
+        ("stdin | count() | stdout", true),
+        ("stdin | stdout", true),
+        ("stdin | map{l -> l.index(5)} | stdout", true),
+        ("stdin | map{l -> l.length(1)} | stdout", true),
+        ("stdin | map{l -> l.length()} | take(2) | stdout", true),
+        ("stdin | map{l -> l.upcase()} | stdout", false),
+        ("stdin | map{l -> l + \"!\"} | stdout", false),
+    ];
+    for (program, takes) in programs {
+        for input in inputs {
+            let plain = run_lines(program, input, false);
+            let lent = run_lines(program, input, true);
+            let what = format!("{program} on {} bytes", input.len());
+            assert!(!plain.3, "{what}: lent with STRM_LEND=0");
+            assert_eq!(
+                String::from_utf8_lossy(&lent.0),
+                String::from_utf8_lossy(&plain.0),
+                "{what}: stdout"
+            );
+            assert_eq!(lent.1, plain.1, "{what}: stderr");
+            assert_eq!(lent.2, plain.2, "{what}: status");
+            if !input.is_empty() {
+                assert_eq!(lent.3, takes, "{what}: lines taken");
+            }
+        }
+    }
+}

@@ -17,8 +17,8 @@ use crate::eval::exec::{int_call, int_lambda, int_lambda_runs};
 use crate::eval::ops::{compare, equals};
 use crate::eval::print::inspect_plain;
 use crate::ext::{
-    Args, Array, CallContext, Produce, Registry, Role, RuntimeError, Stage, StageContext, Stream,
-    Value,
+    Args, Array, CallContext, Lines, Produce, Registry, Role, RuntimeError, Stage, StageContext,
+    Stream, Value,
 };
 
 /// Values a producer emits per `produce` turn.
@@ -252,6 +252,31 @@ struct Filter {
 }
 
 impl Stage for Filter {
+    /// Only the lines kept become strings.
+    fn on_lines(&mut self, lines: &Lines<'_>, cx: &mut StageContext) -> bool {
+        let Some(k) = cx.call_context().bytes_lambda(&self.f) else {
+            return false;
+        };
+        if let Some(needle) = k.contains_needle() {
+            // As grep does: one search through the whole block, not one per line.
+            let finder = memchr::memmem::Finder::new(needle);
+            for line in lines.containing(&finder) {
+                let _ = cx.emit(Value::bytes(line));
+            }
+            return true;
+        }
+        for line in lines.iter() {
+            match k.call(line) {
+                Ok(keep) if keep.truthy() => {
+                    let _ = cx.emit(Value::bytes(line));
+                }
+                Ok(_) => {}
+                Err(e) => cx.report(e),
+            }
+        }
+        true
+    }
+
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
         let Self { f, sharing } = self;
         let f = &*f;
@@ -320,16 +345,35 @@ struct FlatMap {
     f: Value,
 }
 
-impl Stage for FlatMap {
-    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        let r = cx.call_context().call_with_element(&self.f, v);
-        ignore_skip(r.and_then(|r| match r {
+impl FlatMap {
+    /// D46 for one result.
+    fn splice(r: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        match r {
             Value::Array(a) => match Arc::try_unwrap(a) {
                 Ok(a) => a.items.into_iter().try_for_each(|x| cx.emit(x)),
                 Err(a) => a.items.iter().try_for_each(|x| cx.emit(x.clone())),
             },
             other => cx.emit(other),
-        }))
+        }
+    }
+}
+
+impl Stage for FlatMap {
+    fn on_lines(&mut self, lines: &Lines<'_>, cx: &mut StageContext) -> bool {
+        let Some(k) = cx.call_context().bytes_lambda(&self.f) else {
+            return false;
+        };
+        for line in lines.iter() {
+            if let Err(e) = k.call(line).and_then(|r| Self::splice(r, cx)) {
+                cx.report(e);
+            }
+        }
+        true
+    }
+
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        let r = cx.call_context().call_with_element(&self.f, v);
+        ignore_skip(r.and_then(|r| Self::splice(r, cx)))
     }
 }
 
@@ -482,6 +526,10 @@ impl Stage for Count {
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, _cx: &mut StageContext) {
         self.n += vals.len() as i64;
         vals.clear();
+    }
+    fn on_lines(&mut self, lines: &Lines<'_>, _cx: &mut StageContext) -> bool {
+        self.n += lines.len() as i64;
+        true
     }
     fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
         cx.emit(Value::Int(self.n))

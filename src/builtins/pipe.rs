@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use crate::eval::exec::{int_lambda, int_lambda_runs};
 use crate::eval::print::inspect_plain;
 use crate::ext::{
-    Args, Array, CallContext, Func, Produce, Registry, Role, RuntimeError, Stage, StageContext,
-    Stream, Value,
+    Args, Array, CallContext, Func, Lines, Produce, Registry, Role, RuntimeError, Stage,
+    StageContext, Stream, Value,
 };
 use crate::runtime::assist::{self, Results};
 use crate::runtime::stream::connect;
@@ -267,6 +267,21 @@ impl Sharing {
 }
 
 impl Stage for MapStage {
+    fn on_lines(&mut self, lines: &Lines<'_>, cx: &mut StageContext) -> bool {
+        let Some(k) = cx.call_context().bytes_lambda(&self.f) else {
+            return false;
+        };
+        for line in lines.iter() {
+            match k.call(line) {
+                Ok(v) => {
+                    let _ = cx.emit(v);
+                }
+                Err(e) => cx.report(e),
+            }
+        }
+        true
+    }
+
     fn on_batch(&mut self, _input: usize, vals: &mut Vec<Value>, cx: &mut StageContext) {
         let Self { f, sharing } = self;
         let f = &*f;

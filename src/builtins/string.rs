@@ -14,6 +14,7 @@ use regex::bytes::{Captures, Regex};
 use rustc_hash::FxHashMap;
 
 use crate::builtins::number::{is_space, to_number};
+use crate::eval::func::BytesKind;
 use crate::ext::{Args, CallContext, NamespaceRegistry, Registry, RuntimeError, Value};
 
 type Method = fn(&mut CallContext<'_>, &Args<'_>) -> Result<Value, RuntimeError>;
@@ -25,6 +26,16 @@ fn def(ns: &NamespaceRegistry, name: &'static str, min: usize, max: usize, f: Me
         a.arity(min, max)?;
         f(cx, &a)
     });
+}
+
+/// A method that only reads its receiver: `f` gets the receiver's bytes and the
+/// arguments after it (`a.bytes(0)` is argument 1), so it can also run on a line still
+/// in a reader's buffer (`NamespaceRegistry::define_bytes_method`).
+type BytesFn = fn(&[u8], &Args<'_>) -> Result<Value, RuntimeError>;
+
+/// Registers a bytes method; `min`/`max` count the receiver.
+fn defb(ns: &NamespaceRegistry, name: &'static str, min: usize, max: usize, f: BytesFn) {
+    ns.define_bytes_method(name, min, max, f);
 }
 
 // ---------------------------------------------------------------------------------
@@ -69,22 +80,30 @@ pub fn char_count(b: &[u8]) -> usize {
         .sum()
 }
 
-/// Whether every byte is ASCII: an OR over 8-byte words, which the compiler turns
-/// into wide vector operations (faster than `<[u8]>::is_ascii` on line-sized input);
-/// the tail is one more (overlapping) word, not a loop over bytes.
+/// Whether every byte is ASCII: an OR over 8-byte words, four at a time (faster
+/// than `<[u8]>::is_ascii` on line-sized input); the tail is one more (overlapping)
+/// word, not a loop over bytes.
 #[inline]
 fn is_ascii(b: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
-    if b.len() < 8 {
+    let n = b.len();
+    if n < 8 {
         return b.iter().fold(0, |a, &x| a | x) < 0x80;
     }
-    let mut chunks = b.chunks_exact(8);
+    // SAFETY: every read is of 8 bytes that start at or after 0 and end at or
+    // before `n` (`i + 32 <= n`, `i + 8 <= n`, `n - 8 >= 0`); unaligned reads.
+    let word = |i: usize| unsafe { std::ptr::read_unaligned(b.as_ptr().add(i) as *const u64) };
     let mut acc = 0u64;
-    for c in &mut chunks {
-        acc |= word(c);
+    let mut i = 0;
+    while i + 32 <= n {
+        acc |= word(i) | word(i + 8) | word(i + 16) | word(i + 24);
+        i += 32;
     }
-    acc |= word(&b[b.len() - 8..]);
+    while i + 8 <= n {
+        acc |= word(i);
+        i += 8;
+    }
+    acc |= word(n - 8);
     acc & HIGH == 0
 }
 
@@ -146,16 +165,16 @@ fn chars_value(b: &[u8]) -> Value {
 // ---------------------------------------------------------------------------------
 // The original methods: length, bytesize, chars, split, number
 
-fn length(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
-    Ok(Value::Int(char_count(a.bytes(0)?) as i64))
+fn length(s: &[u8], _a: &Args) -> Result<Value, RuntimeError> {
+    Ok(Value::Int(char_count(s) as i64))
 }
 
-fn bytesize(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
-    Ok(Value::Int(a.bytes(0)?.len() as i64))
+fn bytesize(s: &[u8], _a: &Args) -> Result<Value, RuntimeError> {
+    Ok(Value::Int(s.len() as i64))
 }
 
-fn chars(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
-    Ok(chars_value(a.bytes(0)?))
+fn chars(s: &[u8], _a: &Args) -> Result<Value, RuntimeError> {
+    Ok(chars_value(s))
 }
 
 /// Splits at runs of ASCII whitespace; no empty fields (D57).
@@ -177,9 +196,12 @@ fn split_whitespace(s: &[u8]) -> Value {
     Value::array(out)
 }
 
-fn split(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
-    let s = a.bytes(0)?;
-    let sep = if a.len() > 1 { Some(a.bytes(1)?) } else { None };
+fn split(s: &[u8], a: &Args) -> Result<Value, RuntimeError> {
+    let sep = if !a.is_empty() {
+        Some(a.bytes(0)?)
+    } else {
+        None
+    };
     Ok(match sep {
         None | Some(b" ") => split_whitespace(s),
         Some(b"") => chars_value(s),
@@ -203,8 +225,8 @@ fn number(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
 // ---------------------------------------------------------------------------------
 // D69: searching, slicing, case, whitespace, replacing, lines
 
-fn contains(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
-    let (s, sub) = (a.bytes(0)?, a.bytes(1)?);
+fn contains(s: &[u8], a: &Args) -> Result<Value, RuntimeError> {
+    let sub = a.bytes(0)?;
     if !sub.is_empty() && s.len() < SHORT_HAYSTACK {
         return Ok(Value::Bool(find_short(s, sub)));
     }
@@ -245,23 +267,22 @@ fn find_short(hay: &[u8], needle: &[u8]) -> bool {
     memchr::memchr_iter(needle[at], window).any(|i| &hay[i..i + needle.len()] == needle)
 }
 
-fn starts_with(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
-    let (s, p) = (a.bytes(0)?, a.bytes(1)?);
+fn starts_with(s: &[u8], a: &Args) -> Result<Value, RuntimeError> {
+    let p = a.bytes(0)?;
     Ok(Value::Bool(s.starts_with(p)))
 }
 
-fn ends_with(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
-    let (s, p) = (a.bytes(0)?, a.bytes(1)?);
+fn ends_with(s: &[u8], a: &Args) -> Result<Value, RuntimeError> {
+    let p = a.bytes(0)?;
     Ok(Value::Bool(s.ends_with(p)))
 }
 
 /// `s.index(sub [, from])`: the character position of the first occurrence that starts
 /// at a character boundary at or after `from`, or `nil`. A negative `from` counts from
 /// the end; one before the start is taken as 0.
-fn index(_cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
-    let s = a.bytes(0)?;
-    let sub = a.bytes(1)?;
-    let from = if a.len() > 2 { a.int(2)? } else { 0 };
+fn index(s: &[u8], a: &Args) -> Result<Value, RuntimeError> {
+    let sub = a.bytes(0)?;
+    let from = if a.len() > 1 { a.int(1)? } else { 0 };
     let ascii = s.is_ascii();
     let n = if ascii { s.len() } else { char_count(s) };
     let from = position(from, n).max(0);
@@ -737,15 +758,15 @@ fn join(cx: &mut CallContext, a: &Args) -> Result<Value, RuntimeError> {
 
 pub fn register(r: &Registry) {
     let ns = r.namespace("string");
-    def(&ns, "length", 1, 1, length);
-    def(&ns, "bytesize", 1, 1, bytesize);
-    def(&ns, "chars", 1, 1, chars);
-    def(&ns, "split", 1, 2, split);
+    defb(&ns, "length", 1, 1, length);
+    defb(&ns, "bytesize", 1, 1, bytesize);
+    defb(&ns, "chars", 1, 1, chars);
+    defb(&ns, "split", 1, 2, split);
     def(&ns, "number", 1, 1, number);
-    def(&ns, "contains", 2, 2, contains);
-    def(&ns, "starts_with", 2, 2, starts_with);
-    def(&ns, "ends_with", 2, 2, ends_with);
-    def(&ns, "index", 2, 3, index);
+    ns.define_bytes_method_as("contains", 2, 2, BytesKind::Contains, contains);
+    defb(&ns, "starts_with", 2, 2, starts_with);
+    defb(&ns, "ends_with", 2, 2, ends_with);
+    defb(&ns, "index", 2, 3, index);
     def(&ns, "substr", 2, 3, substr);
     def(&ns, "upcase", 1, 1, upcase);
     def(&ns, "downcase", 1, 1, downcase);

@@ -1011,6 +1011,54 @@ impl<'a> CallContext<'a> {
         Ok(r.map_err(|e| e.at(&code.source, *span)))
     }
 
+    /// `f` as a function of a string's bytes, when it is a method lambda
+    /// (`{line -> line.length()}`) whose method, dispatched on a string as
+    /// `call_method_lambda` would, has a bytes form: then it can be called on a line
+    /// that is still in a reader's buffer. `None` otherwise.
+    pub(crate) fn bytes_lambda(&mut self, f: &Value) -> Option<BytesLambda> {
+        let Value::Func(func) = f else { return None };
+        let Func::Closure { code, .. } = &**func else {
+            return None;
+        };
+        let FnBody::Plain { params: 1, body } = &code.body else {
+            return None;
+        };
+        if !matches!(
+            code.shape.get_or_init(|| lambda_shape(code)),
+            ir::Shape::Method
+        ) {
+            return None;
+        }
+        let [Stmt::Expr(Expr::Call {
+            name, args, span, ..
+        })] = &body[..]
+        else {
+            return None;
+        };
+        if !name.in_namespace() {
+            return None;
+        }
+        let c = self.cached_method(&self.g.ns_string, *name, 2)?;
+        let method = match &c.f {
+            Value::Func(m) if matches!(&**m, Func::Native(n) if n.bytes.is_some()) => m.clone(),
+            _ => None?,
+        };
+        self.method_cache = Some(c);
+        let rest = args[1..]
+            .iter()
+            .filter_map(|a| match a {
+                Arg::Pos(Expr::Const(k, _)) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        Some(BytesLambda {
+            method,
+            rest,
+            source: code.source.clone(),
+            span: *span,
+        })
+    }
+
     #[inline(always)]
     fn run_one<const N: usize>(
         &mut self,
@@ -1454,6 +1502,50 @@ fn run_num_prog(p: &ir::NumProg, v: &Value) -> Option<Value> {
         matches!(r, Value::Int(_) | Value::Float(_)).then_some(r)
     }
     num(p, v)
+}
+
+/// A method lambda over a string's bytes (`CallContext::bytes_lambda`).
+pub(crate) struct BytesLambda {
+    /// The native method; it has a bytes form.
+    method: Arc<Func>,
+    /// The constant arguments after the receiver.
+    rest: SmallVec<[Value; 3]>,
+    source: Arc<Source>,
+    span: Span,
+}
+
+impl BytesLambda {
+    /// The needle when the lambda is `{l -> l.contains(needle)}` with a needle a
+    /// match of which lies within one line (not empty, no CR or newline).
+    pub(crate) fn contains_needle(&self) -> Option<&[u8]> {
+        let Func::Native(n) = &*self.method else {
+            return None;
+        };
+        let kind = n.bytes.as_ref()?.kind;
+        match (kind, &self.rest[..]) {
+            (super::func::BytesKind::Contains, [Value::Str(s)])
+                if !s.as_bytes().is_empty()
+                    && !s.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n') =>
+            {
+                Some(s.as_bytes())
+            }
+            _ => None,
+        }
+    }
+
+    /// The lambda's result for the string `s`, errors located at the call.
+    #[inline]
+    pub(crate) fn call(&self, s: &[u8]) -> Result<Value, RuntimeError> {
+        let Func::Native(n) = &*self.method else {
+            unreachable!("bytes_lambda takes native methods only")
+        };
+        let b = n
+            .bytes
+            .as_ref()
+            .expect("bytes_lambda checked the bytes form");
+        b.call(&n.name, s, &self.rest)
+            .map_err(|e| e.at(&self.source, self.span))
+    }
 }
 
 /// An array lambda (`ir::Shape::Array`) called with `v`.

@@ -7,7 +7,7 @@ use super::error::RuntimeError;
 use super::ir::{FnCode, VarRef};
 use super::symbol::Sym;
 use super::value::Value;
-use crate::ext::CallContext;
+use crate::ext::{Args, CallContext};
 
 /// What a frame slot stores. A closure stored into the frame it captures would form
 /// a reference cycle (frame -> closure -> frame) and leak every call of a function
@@ -134,6 +134,60 @@ pub struct NativeFn {
     pub f: Box<NativeFnPtr>,
     /// Declared free of side effects ([`Registry::mark_pure`](crate::ext::Registry::mark_pure)).
     pub(crate) pure: std::sync::atomic::AtomicBool,
+    /// The form of a string method that reads its receiver as bytes
+    /// ([`NamespaceRegistry::define_bytes_method`](crate::ext::NamespaceRegistry::define_bytes_method)).
+    pub(crate) bytes: Option<BytesMethod>,
+}
+
+/// The signature of a string method's bytes form: the receiver's bytes, and the
+/// arguments after it (argument 1 in messages is the first of them).
+pub type BytesMethodPtr = dyn Fn(&[u8], &Args<'_>) -> Result<Value, RuntimeError> + Send + Sync;
+
+/// A string method callable on bytes that are not a string value yet (a line in a
+/// reader's buffer): see `runtime::io::Lines`.
+pub struct BytesMethod {
+    /// Arity, the receiver included, as `Args::arity` counts it.
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    pub(crate) f: Arc<BytesMethodPtr>,
+    /// What the runtime may assume about it.
+    pub(crate) kind: BytesKind,
+}
+
+/// What a bytes method is known to compute, for shortcuts over whole blocks of lines.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum BytesKind {
+    /// Nothing known.
+    Other,
+    /// Whether its one argument, a string, occurs in the receiver (the builtin
+    /// `contains`): a filter on it may search a block of lines at once.
+    Contains,
+}
+
+impl BytesMethod {
+    /// Calls the method `name` on `receiver` with the arguments `rest`.
+    pub(crate) fn call(
+        &self,
+        name: &str,
+        receiver: &[u8],
+        rest: &[Value],
+    ) -> Result<Value, RuntimeError> {
+        let n = rest.len() + 1;
+        if n < self.min || n > self.max {
+            // The message of the value form (which counts the receiver).
+            let mut vals: smallvec::SmallVec<[Value; 4]> = smallvec::smallvec![Value::Nil];
+            vals.extend(rest.iter().cloned());
+            Args::method(name, &vals).arity(self.min, self.max)?;
+        }
+        (self.f)(
+            receiver,
+            &Args {
+                name,
+                vals: rest,
+                base: 1,
+            },
+        )
+    }
 }
 
 impl NativeFn {

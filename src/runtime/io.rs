@@ -14,8 +14,9 @@ use crate::eval::value::Value;
 /// Buffer size above which an output writer hands its buffer over to be written.
 const OUTPUT_FLUSH_AT: usize = 256 * 1024;
 /// Lines a reader emits per turn before letting other producers run.
-const LINES_PER_TURN: usize = 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// At most this much input (and whatever line it ends in) goes out per turn.
+const BLOCK: usize = 64 * 1024;
 
 /// One ordered, buffered writer for a standard stream (D39). Lines are appended whole,
 /// so concurrent writers never interleave mid-line.
@@ -513,6 +514,90 @@ impl Io {
     }
 }
 
+/// Lines lent by a reader for one call ([`Stage::on_lines`]): a block of its buffer
+/// holding whole lines, each ended by a newline except perhaps the last line of the
+/// input. Lines are found as they are asked for: a stage that searches the block
+/// (`filter{l -> l.contains("x")}`) or copies it (`stdout`) never splits it.
+pub struct Lines<'a> {
+    block: &'a [u8],
+    /// The block ends with a newline (else its last line is the input's unterminated
+    /// last line).
+    terminated: bool,
+}
+
+/// The line of `block` (from `start`, ending at the newline `nl` or the block's end)
+/// without its line end (D38: a CR before the newline is dropped).
+#[inline]
+fn line_at(block: &[u8], start: usize, nl: Option<usize>) -> &[u8] {
+    match nl {
+        Some(nl) if nl > start && block[nl - 1] == b'\r' => &block[start..nl - 1],
+        Some(nl) => &block[start..nl],
+        None => &block[start..],
+    }
+}
+
+impl<'a> Lines<'a> {
+    /// How many lines there are.
+    pub fn len(&self) -> usize {
+        let newlines = memchr::memchr_iter(b'\n', self.block).count();
+        newlines + usize::from(!self.terminated && !self.block.is_empty())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.block.is_empty()
+    }
+
+    /// The lines, in order, without their line ends.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        let block = self.block;
+        let mut start = 0;
+        let mut newlines = memchr::memchr_iter(b'\n', block);
+        std::iter::from_fn(move || match newlines.next() {
+            Some(nl) => {
+                let line = line_at(block, start, Some(nl));
+                start = nl + 1;
+                Some(line)
+            }
+            None if start < block.len() => {
+                let line = line_at(block, start, None);
+                start = block.len();
+                Some(line)
+            }
+            None => None,
+        })
+    }
+
+    /// The lines that contain `needle`, in order, found by searching the whole block
+    /// (not line by line); `needle` must not be empty nor hold a CR or newline (so that
+    /// a match lies within one line).
+    pub fn containing<'n>(
+        &self,
+        needle: &'n memchr::memmem::Finder<'n>,
+    ) -> impl Iterator<Item = &'a [u8]> + 'n
+    where
+        'a: 'n,
+    {
+        let block = self.block;
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            let at = from + needle.find(&block[from..])?;
+            let start = memchr::memrchr(b'\n', &block[..at]).map_or(0, |p| p + 1);
+            let nl = memchr::memchr(b'\n', &block[at..]).map(|p| at + p);
+            from = nl.map_or(block.len(), |nl| nl + 1);
+            Some(line_at(block, start, nl))
+        })
+    }
+
+    /// The lines as they were read, line ends included, when writing them back is
+    /// writing each line and a newline: every line is terminated, and by a single
+    /// newline (no CR to drop).
+    pub fn as_block(&self) -> Option<&'a [u8]> {
+        let plain = self.terminated && memchr::memmem::find(self.block, b"\r\n").is_none();
+        plain.then_some(self.block)
+    }
+}
+
 /// Splits input into lines (D38): any length, CR before LF dropped, an unterminated
 /// last line emitted.
 pub struct LineReader {
@@ -538,31 +623,28 @@ impl LineReader {
         }
     }
 
-    /// The next line, reading as needed; `None` at end of input.
     /// The next line; `before_read` is called before each read and may refuse it
     /// (returns false): then `Ok(None)` is returned although the input has not ended.
     pub fn next_line(
         &mut self,
         before_read: &mut dyn FnMut() -> bool,
     ) -> std::io::Result<Option<&[u8]>> {
-        loop {
-            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
-                let s = self.start;
-                let mut e = s + pos;
-                self.start = e + 1;
-                if e > s && self.buf[e - 1] == b'\r' {
-                    e -= 1;
-                }
-                return Ok(Some(&self.buf[s..e]));
-            }
-            if self.eof {
-                if self.start < self.end {
-                    let s = self.start;
-                    self.start = self.end;
-                    return Ok(Some(&self.buf[s..self.end]));
-                }
-                return Ok(None);
-            }
+        if !self.fill(before_read)? {
+            return Ok(None);
+        }
+        let s = self.start;
+        let nl = memchr::memchr(b'\n', &self.buf[s..self.end]).map(|p| s + p);
+        if nl.is_none() && s == self.end {
+            return Ok(None);
+        }
+        self.start = nl.map_or(self.end, |nl| nl + 1);
+        Ok(Some(line_at(&self.buf[..self.end], s, nl)))
+    }
+
+    /// Reads, as often as it takes, until a complete line is buffered or the input
+    /// has ended; false when `before_read` refused a read.
+    fn fill(&mut self, before_read: &mut dyn FnMut() -> bool) -> std::io::Result<bool> {
+        while !self.eof && memchr::memchr(b'\n', &self.buf[self.start..self.end]).is_none() {
             // Make room: move the partial line to the front, grow if it fills the buffer.
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -574,7 +656,7 @@ impl LineReader {
                 self.buf.resize(n, 0);
             }
             if !before_read() {
-                return Ok(None);
+                return Ok(false);
             }
             match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
@@ -586,6 +668,31 @@ impl LineReader {
                 }
             }
         }
+        Ok(true)
+    }
+
+    /// The whole lines buffered, up to about `BLOCK` bytes (reading first if there is
+    /// none: one wait at most), as a block `(start, end, terminated)`; empty at end of
+    /// input. `before_read` runs before each read.
+    fn take_block(
+        &mut self,
+        before_read: &mut dyn FnMut(),
+    ) -> std::io::Result<(usize, usize, bool)> {
+        self.fill(&mut || {
+            before_read();
+            true
+        })?;
+        let s = self.start;
+        let window = &self.buf[s..self.end.min(s + BLOCK)];
+        let last_nl = memchr::memrchr(b'\n', window)
+            .or_else(|| memchr::memchr(b'\n', &self.buf[s..self.end]));
+        let (end, terminated) = match last_nl {
+            Some(p) => (s + p + 1, true),
+            // At end of input: the unterminated last line, as it is.
+            None => (self.end, false),
+        };
+        self.start = end;
+        Ok((s, end, terminated))
     }
 }
 
@@ -595,36 +702,47 @@ impl Stage for LineReader {
     }
 
     fn produce(&mut self, cx: &mut StageContext) -> Result<Produce, RuntimeError> {
+        self.produce_lines(cx, &mut |_| false)
+            .expect("a line reader produces lines")
+    }
+
+    fn produce_lines(
+        &mut self,
+        cx: &mut StageContext,
+        take: &mut dyn FnMut(&Lines<'_>) -> bool,
+    ) -> Option<Result<Produce, RuntimeError>> {
         let out = cx.globals().out.clone();
         let interactive = self.interactive;
-        for i in 0..LINES_PER_TURN {
-            // A read may block (a pipe, a terminal, `tail -f`): lines already read in
-            // this turn go downstream first (D2: flush before waiting).
-            let mut refused = false;
-            let line = self.next_line(&mut || {
-                if i > 0 {
-                    refused = true;
-                    return false;
+        // A read may block (a pipe, a terminal, `tail -f`): the lines of a turn need
+        // at most one wait, and standard output is flushed before it (D2, D39).
+        let read = self.take_block(&mut || {
+            if interactive {
+                out.flush_soon()
+            }
+        });
+        let (start, end, terminated) = match read {
+            Ok(block) => block,
+            Err(e) => return Some(Err(RuntimeError::new(format!("read error: {e}")))),
+        };
+        if start == end {
+            return Some(Ok(Produce::Done));
+        }
+        let lines = Lines {
+            block: &self.buf[start..end],
+            terminated,
+        };
+        if !take(&lines) {
+            for line in lines.iter() {
+                if let Err(e) = cx.emit(Value::bytes(line)) {
+                    return Some(Err(e));
                 }
-                if interactive {
-                    out.flush_soon()
-                }
-                true
-            });
-            match line {
-                Ok(Some(l)) => {
-                    let v = Value::bytes(l);
-                    cx.emit(v)?;
-                    if cx.destinations_gone() {
-                        return Ok(Produce::Done);
-                    }
-                }
-                Ok(None) if refused => return Ok(Produce::More),
-                Ok(None) => return Ok(Produce::Done),
-                Err(e) => return Err(RuntimeError::new(format!("read error: {e}"))),
             }
         }
-        Ok(Produce::More)
+        Some(Ok(if cx.destinations_gone() {
+            Produce::Done
+        } else {
+            Produce::More
+        }))
     }
 }
 
@@ -682,10 +800,13 @@ impl Stage for LineWriter {
             return;
         }
         self.buf.clear();
+        // Numbers print plainly unless a script gave them a `string` method (4.12).
+        let plain_numbers = !cx.globals().ns_number.has_string();
         for v in vals.drain(..) {
             let start = self.buf.len();
             match &v {
                 Value::Str(s) => self.buf.extend_from_slice(s.as_bytes()),
+                Value::Int(i) if plain_numbers => crate::eval::print::write_int(&mut self.buf, *i),
                 _ => {
                     if let Err(e) = cx.call_context().write_display(&mut self.buf, &v) {
                         self.buf.truncate(start);
@@ -705,6 +826,35 @@ impl Stage for LineWriter {
         if out.is_broken() {
             cx.close();
         }
+    }
+
+    /// Lines read go out as they came: one copy of the whole block when nothing was
+    /// dropped from it (no CR), else line by line.
+    fn on_lines(&mut self, lines: &Lines<'_>, cx: &mut StageContext) -> bool {
+        if !matches!(self.target, WriteTarget::Stdout | WriteTarget::Stderr) {
+            return false;
+        }
+        let block = match lines.as_block() {
+            Some(b) => b,
+            None => {
+                self.buf.clear();
+                for line in lines.iter() {
+                    self.buf.extend_from_slice(line);
+                    self.buf.push(b'\n');
+                }
+                &self.buf
+            }
+        };
+        if matches!(self.target, WriteTarget::Stderr) {
+            cx.globals().err.write_raw(block);
+            return true;
+        }
+        let out = &cx.globals().out;
+        out.write_raw(block);
+        if out.is_broken() {
+            cx.close();
+        }
+        true
     }
 
     fn on_close(&mut self, _cx: &mut StageContext) -> Result<(), RuntimeError> {

@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
+pub use super::io::Lines;
 use crate::eval::error::RuntimeError;
 use crate::eval::func::Frame;
 use crate::eval::interp::Globals;
@@ -193,6 +194,29 @@ pub trait Stage: Send + 'static {
     /// A channel (D53): stays open when its inputs end, until the program is otherwise
     /// finished.
     fn keeps_open(&self) -> bool {
+        false
+    }
+
+    /// Producers of lines (readers): like [`produce`](Stage::produce), but this turn's
+    /// lines are first offered to `take`, borrowed from the reader's buffer, and are
+    /// emitted as string values only if it returns false. `None` (the default): not a
+    /// producer of lines; nothing was done. The runtime uses it when the stage fused
+    /// after the reader accepts lines (see [`on_lines`](Stage::on_lines)).
+    fn produce_lines(
+        &mut self,
+        _cx: &mut StageContext,
+        _take: &mut dyn FnMut(&Lines<'_>) -> bool,
+    ) -> Option<Result<Produce, RuntimeError>> {
+        None
+    }
+
+    /// Lines lent by the reader this stage reads from (fused into the same task), as
+    /// if they had arrived as string values in a batch: handle them all and return
+    /// true, or return false having done nothing to receive them as values instead
+    /// (the default), after which they always come as values. Lets `map{l ->
+    /// l.length()}`, `filter`, `flatmap`, `count` and `stdout` work on lines without
+    /// making a string of each.
+    fn on_lines(&mut self, _lines: &Lines<'_>, _cx: &mut StageContext) -> bool {
         false
     }
 }
@@ -944,6 +968,9 @@ struct Task {
     window: std::time::Instant,
     /// When a producing head last let other tasks run.
     last_yield: std::time::Instant,
+    /// Whether the head lends its lines to the next link (`lend_lines`): `None`
+    /// until asked; after a refusal, never again.
+    lending: Option<bool>,
 }
 
 /// A producing chain runs this long between yields to the runtime. Yielding after
@@ -978,6 +1005,7 @@ impl Task {
             batches: 0,
             window: std::time::Instant::now(),
             last_yield: std::time::Instant::now(),
+            lending: None,
         }
     }
 
@@ -1018,6 +1046,10 @@ impl Task {
             if k + 1 == busy.len() && self.links[k].stream.role == Role::Consumer {
                 continue;
             }
+            // Lent lines exist only in the reader's buffer: the borrower stays with it.
+            if k == 1 && self.lending == Some(true) {
+                continue;
+            }
             let a: std::time::Duration = busy[..k].iter().sum();
             let smaller = a.min(total - a);
             if smaller > best {
@@ -1045,6 +1077,7 @@ impl Task {
             batches: 0,
             window: std::time::Instant::now(),
             last_yield: std::time::Instant::now(),
+            lending: Some(false),
         };
         // A thread of its own: as a runtime task, woken by the other half, it would
         // sit in that worker's LIFO slot, which no idle worker may steal, and both
@@ -1133,6 +1166,77 @@ impl Task {
         if let Err(e) = f(&mut **stage, &mut cx) {
             self.report(i, e);
         }
+    }
+
+    /// One turn of a head that reads lines, lending them to the next link when that
+    /// link is fused after it, is the head's only destination and takes lines
+    /// (`Stage::on_lines`): no string is made per line. Returns false, having done
+    /// nothing, when the turn must go through `produce`.
+    fn lend_lines(&mut self, r: &mut Result<Produce, ()>) -> bool {
+        if self.lending == Some(false) || self.links.len() < 2 || !lending_enabled() {
+            return false;
+        }
+        if self.links[1].done || self.should_stop(1) {
+            return false;
+        }
+        {
+            let out = &mut self.links[0].out;
+            out.refresh_dests();
+            let only_next = match (&out.dests[..], out.inline) {
+                ([d], Some(p)) => std::ptr::eq(d.to.as_ptr(), p),
+                _ => false,
+            };
+            if !only_next || !out.buf.is_empty() {
+                return false;
+            }
+        }
+        let Task {
+            g,
+            top,
+            links,
+            lending,
+            ..
+        } = self;
+        let (head, rest) = links.split_at_mut(1);
+        let (l0, l1) = (&mut head[0], &mut rest[0]);
+        let (Some(reader), Some(next)) = (l0.stage.as_mut(), l1.stage.as_mut()) else {
+            return false;
+        };
+        let mut cx0 = StageContext {
+            g,
+            top,
+            out: &mut l0.out,
+        };
+        let mut cx1 = StageContext {
+            g,
+            top,
+            out: &mut l1.out,
+        };
+        let mut taken = None;
+        // The time goes to the head (`busy`): the two are never cut apart.
+        let produced = reader.produce_lines(&mut cx0, &mut |lines| {
+            let ok = next.on_lines(lines, &mut cx1);
+            taken = Some(ok);
+            ok
+        });
+        let Some(produced) = produced else {
+            *lending = Some(false);
+            return false;
+        };
+        if let Some(ok) = taken {
+            if lending.is_none() && std::env::var_os("STRM_TRACE_LINES").is_some() {
+                eprintln!("lines lent: {}", if ok { "taken" } else { "refused" });
+            }
+            *lending = Some(ok);
+        }
+        match produced {
+            Ok(p) => *r = Ok(p),
+            Err(e) => {
+                *r = Err(());
+                self.report(0, e);
+            }
+        }
+        true
     }
 
     /// Whether link `i` should stop: it closed itself (`take`), or nobody listens.
@@ -1364,13 +1468,23 @@ impl Task {
                 } else {
                     let mut r: Result<Produce, ()> = Ok(Produce::Done);
                     let t0 = std::time::Instant::now();
-                    self.call(0, |st, cx| {
-                        r = Ok(st.produce(cx)?);
-                        Ok(())
-                    });
+                    let lent = self.lend_lines(&mut r);
+                    if !lent {
+                        self.call(0, |st, cx| {
+                            r = Ok(st.produce(cx)?);
+                            Ok(())
+                        });
+                    }
                     self.links[0].busy += t0.elapsed();
                     start_pending(&self.g);
                     self.flush(0, true).await;
+                    if lent {
+                        self.flush(1, false).await;
+                        self.drain().await;
+                        if self.should_stop(1) {
+                            self.finish_link(1).await;
+                        }
+                    }
                     self.drain().await;
                     if r != Ok(Produce::More) || self.links[0].out.closing {
                         self.finish_link(0).await;
@@ -1421,6 +1535,13 @@ const SPLIT_MIN_BATCH_COST: std::time::Duration = std::time::Duration::from_micr
 fn split_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("STRM_SPLIT").map_or(true, |v| v.trim() != "0"))
+}
+
+/// A reader lends its lines to the stage after it unless `STRM_LEND=0` (for
+/// measurement and for tests that compare both ways).
+fn lending_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("STRM_LEND").map_or(true, |v| v.trim() != "0"))
 }
 
 /// Chains of stages are fused into one task unless `STRM_FUSE=0` (for measurement).
