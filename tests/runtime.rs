@@ -305,6 +305,12 @@ fn an_expensive_pure_map_shares_its_batches_and_an_impure_one_does_not() {
 /// its lines (`STRM_LEND`). Returns (stdout, stderr, status, whether the trace says
 /// the lines were taken).
 fn run_lines(program: &str, input: &[u8], lend: bool) -> (Vec<u8>, String, i32, bool) {
+    let (out, err, status, taken, _) = run_lent(program, input, lend);
+    (out, err, status, taken)
+}
+
+/// `run_lines`, also telling whether the trace says records were taken.
+fn run_lent(program: &str, input: &[u8], lend: bool) -> (Vec<u8>, String, i32, bool, bool) {
     let mut child = streem()
         .args(["-e", program])
         .env("STRM_LEND", if lend { "1" } else { "0" })
@@ -323,12 +329,19 @@ fn run_lines(program: &str, input: &[u8], lend: bool) -> (Vec<u8>, String, i32, 
     writer.join().expect("writer");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let taken = err.contains("lines lent: taken");
+    let records = err.contains("records lent: taken");
     let err: String = err
         .lines()
-        .filter(|l| !l.starts_with("lines lent:"))
+        .filter(|l| !l.starts_with("lines lent:") && !l.starts_with("records lent:"))
         .map(|l| format!("{l}\n"))
         .collect();
-    (out.stdout, err, out.status.code().unwrap_or(-1), taken)
+    (
+        out.stdout,
+        err,
+        out.status.code().unwrap_or(-1),
+        taken,
+        records,
+    )
 }
 
 #[test]
@@ -392,6 +405,69 @@ fn lines_lent_from_the_read_buffer_give_exactly_what_string_values_give() {
             assert_eq!(lent.2, plain.2, "{what}: status");
             if !input.is_empty() {
                 assert_eq!(lent.3, takes, "{what}: lines taken");
+            }
+        }
+    }
+}
+
+#[test]
+fn records_lent_by_csv_give_exactly_what_rows_give() {
+    // `csv()` lends the records of plain lines to `map{row -> row.a * row.b}`
+    // (`Stage::on_records`) against the ordinary path of rows, byte for byte: quoted
+    // lines among plain ones, a type mismatch warning, a wrong field count, a field
+    // that is not a number, a division by zero, CRLF and an unterminated last line.
+    let mut big = String::from("id,name,price,qty\r\n");
+    for i in 0..30_000 {
+        match i % 1000 {
+            7 => big.push_str(&format!("{i},\"quoted, name\",{i}.5,3\n")),
+            8 => big.push_str(&format!("{i},x,abc,3\n")),
+            9 => big.push_str(&format!("{i},x,1.5\n")),
+            10 => big.push_str(&format!("{i},\"multi\nline\",2,2\n")),
+            11 => big.push('\n'),
+            _ => big.push_str(&format!("{i},n{i},{}.25,{}\r\n", i % 97, i % 13)),
+        }
+    }
+    big.push_str("99,last,1.5,2");
+    let inputs: [&[u8]; 5] = [
+        b"a,b\n1,2\n3,4\n",
+        b"a,b\n1,2\n\"x\",4\n5,6\n7,0\n",
+        b"a,b\n",
+        b"1,2\n3,4\n",
+        big.as_bytes(),
+    ];
+    let programs = [
+        (
+            "stdin | csv() | map{r -> r.price * r.qty} | sum() | stdout",
+            true,
+        ),
+        ("stdin | csv() | map{r -> r.a * r.b} | stdout", true),
+        ("stdin | csv() | map{r -> r.a % r.b} | stdout", true),
+        ("stdin | csv() | map{r -> r.a / r.b + 1} | stdout", true),
+        ("stdin | csv() | map{r -> r.a < r.b} | stdout", false),
+        (
+            "stdin | csv() | map{r -> r.price > 50} | count() | stdout",
+            false,
+        ),
+        ("stdin | csv() | map{r -> r.nothing * 2} | stdout", true),
+        ("stdin | csv() | map{r -> r.id + r.qty} | stdout", true),
+        ("stdin | csv() | map{r -> r} | stdout", false),
+        ("stdin | csv(false) | map{r -> r(0)} | stdout", false),
+    ];
+    for (program, records) in programs {
+        for input in inputs {
+            let plain = run_lent(program, input, false);
+            let lent = run_lent(program, input, true);
+            let what = format!("{program} on {} bytes", input.len());
+            assert!(!plain.4, "{what}: lent with STRM_LEND=0");
+            assert_eq!(
+                String::from_utf8_lossy(&lent.0),
+                String::from_utf8_lossy(&plain.0),
+                "{what}: stdout"
+            );
+            assert_eq!(lent.1, plain.1, "{what}: stderr");
+            assert_eq!(lent.2, plain.2, "{what}: status");
+            if input.len() > 100 {
+                assert_eq!(lent.4, records, "{what}: records taken");
             }
         }
     }

@@ -18,10 +18,12 @@ use std::sync::Arc;
 
 use memchr::memchr;
 
+use crate::eval::ops::Num;
 use crate::eval::print::inspect_plain;
 use crate::eval::value::Fields;
 use crate::ext::{
-    Args, Array, Registry, Role, RuntimeError, Stage, StageContext, Str, Stream, Time, Value,
+    Args, Array, Lines, Records, Registry, Role, RuntimeError, Stage, StageContext, Str, Stream,
+    Time, Value,
 };
 
 // ---------------------------------------------------------------------------------
@@ -227,24 +229,56 @@ pub fn infer_time(s: &[u8]) -> Option<Time> {
     crate::builtins::time::parse_time_strict_year4(s)
 }
 
+/// The number an unquoted field is, if it is one.
+#[inline]
+fn field_number(s: &[u8]) -> Option<Value> {
+    // Cheap reject: a number starts (after whitespace) with a digit, sign or `.`.
+    let c = *s.first()?;
+    if c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.') || is_space(c) {
+        parse_decimal(s)
+    } else {
+        None
+    }
+}
+
 /// The value of one field: unquoted fields may be numbers; quoted and unquoted fields
 /// starting with a digit may be times; everything else is a string.
 #[inline]
 fn infer_field(s: &[u8], quoted: bool) -> Value {
     if !quoted {
-        // Cheap reject: a number starts (after whitespace) with a digit, sign or `.`.
-        if let Some(&c) = s.first() {
-            if c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.') || is_space(c) {
-                if let Some(v) = parse_decimal(s) {
-                    return v;
-                }
-            }
+        if let Some(v) = field_number(s) {
+            return v;
         }
     }
     if let Some(t) = infer_time(s) {
         return Value::time(t);
     }
     Value::bytes(s)
+}
+
+/// The kind of an unquoted field without making its value: `(kind, the number)`,
+/// as `Kind::of(&infer_field(s, false))` would say.
+#[inline]
+fn field_kind(s: &[u8]) -> (Kind, Option<Num>) {
+    match field_number(s) {
+        Some(Value::Int(i)) => (Kind::Number, Some(Num::Int(i))),
+        Some(Value::Float(f)) => (Kind::Number, Some(Num::Float(f))),
+        _ if infer_time(s).is_some() => (Kind::Time, None),
+        _ => (Kind::Str, None),
+    }
+}
+
+/// A line without quotes as the row `csv` makes of it (fields split at `sep`).
+fn plain_row(line: &[u8], sep: u8, fields: &Fields) -> Value {
+    let items = line
+        .split(|&b| b == sep)
+        .map(|f| infer_field(f, false))
+        .collect();
+    Value::Array(Arc::new(Array {
+        items,
+        fields: Some(fields.clone()),
+        class: None,
+    }))
 }
 
 // ---------------------------------------------------------------------------------
@@ -279,6 +313,12 @@ struct Csv {
     fields: Option<Fields>,
     kinds: Vec<Kind>,
     warned: Vec<bool>,
+    /// The stage after refused lent records (`on_lines_lending`): never again.
+    records_refused: bool,
+    /// The numbers of the records being lent (reused).
+    numbers: Vec<Option<Num>>,
+    /// While lending, rows are held back here (`on_lines_lending`).
+    held: Option<Vec<Value>>,
 }
 
 impl Csv {
@@ -297,6 +337,9 @@ impl Csv {
             fields: None,
             kinds: Vec::new(),
             warned: Vec::new(),
+            records_refused: false,
+            numbers: Vec::new(),
+            held: None,
         }
     }
 
@@ -411,33 +454,45 @@ impl Csv {
         ))
     }
 
-    fn emit(&self, items: Vec<Value>, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        cx.emit(Value::Array(Arc::new(Array {
+    fn emit(&mut self, items: Vec<Value>, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        let row = Value::Array(Arc::new(Array {
             items,
             fields: self.fields.clone(),
             class: None,
-        })))
+        }));
+        match self.held.as_mut() {
+            Some(held) => {
+                held.push(row);
+                Ok(())
+            }
+            None => cx.emit(row),
+        }
     }
 
     /// Compares a data record's field types with the column types; warns once per
     /// column (the record is kept).
     fn check_kinds(&mut self, items: &[Value], cx: &StageContext) {
         for (i, v) in items.iter().enumerate() {
-            let k = Kind::of(v);
-            if k != self.kinds[i] && !self.warned[i] {
-                self.warned[i] = true;
-                let col = match self.fields.as_ref().and_then(|f| f[i].clone()) {
-                    Some(name) => format!("column {} ({})", i + 1, name.to_str_lossy()),
-                    None => format!("column {}", i + 1),
-                };
-                cx.globals().report_warning(&format!(
-                    "{}: type mismatch in {col}: expected {}, got {} {} (kept)",
-                    self.name,
-                    self.kinds[i].name(),
-                    k.name(),
-                    inspect_plain(v)
-                ));
-            }
+            self.check_kind(i, Kind::of(v), || v.clone(), cx);
+        }
+    }
+
+    /// Compares field `i`'s type `k` with its column's; `value` gives the field for
+    /// the warning.
+    fn check_kind(&mut self, i: usize, k: Kind, value: impl FnOnce() -> Value, cx: &StageContext) {
+        if k != self.kinds[i] && !self.warned[i] {
+            self.warned[i] = true;
+            let col = match self.fields.as_ref().and_then(|f| f[i].clone()) {
+                Some(name) => format!("column {} ({})", i + 1, name.to_str_lossy()),
+                None => format!("column {}", i + 1),
+            };
+            cx.globals().report_warning(&format!(
+                "{}: type mismatch in {col}: expected {}, got {} {} (kept)",
+                self.name,
+                self.kinds[i].name(),
+                k.name(),
+                inspect_plain(&value())
+            ));
         }
     }
 
@@ -540,12 +595,10 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     }
 }
 
-impl Stage for Csv {
-    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
-        let Value::Str(s) = &v else {
-            return Err(string_required(self.name, &v));
-        };
-        let line = strip_cr(s.as_bytes());
+impl Csv {
+    /// One line of input (a record, or part of one with a quoted newline).
+    fn on_line(&mut self, line: &[u8], cx: &mut StageContext) -> Result<(), RuntimeError> {
+        let line = strip_cr(line);
         if line.is_empty() && !self.in_quotes {
             return Ok(());
         }
@@ -564,6 +617,126 @@ impl Stage for Csv {
         } else {
             Ok(())
         }
+    }
+}
+
+impl Csv {
+    /// Lends the records of `lines` (without quotes, `numbers` holding their fields'
+    /// numbers) to the next stage, or emits them as rows if it refuses them.
+    fn lend(
+        &mut self,
+        lines: &[&[u8]],
+        numbers: &[Option<Num>],
+        cx: &mut StageContext,
+        pass: &mut dyn FnMut(&Records<'_>) -> bool,
+    ) {
+        if lines.is_empty() {
+            return;
+        }
+        let Some(fields) = self.fields.clone() else {
+            unreachable!("records are lent once the header is known")
+        };
+        let sep = self.sep;
+        let row = |r: usize| plain_row(lines[r], sep, &fields);
+        let records = Records::new(&fields, self.nfields, numbers, &row);
+        if !pass(&records) {
+            self.records_refused = true;
+            for r in 0..records.len() {
+                let _ = cx.emit(records.row(r));
+            }
+        }
+    }
+}
+
+impl Stage for Csv {
+    fn on_value(&mut self, v: Value, cx: &mut StageContext) -> Result<(), RuntimeError> {
+        let Value::Str(s) = &v else {
+            return Err(string_required(self.name, &v));
+        };
+        self.on_line(s.as_bytes(), cx)
+    }
+
+    /// Records of lines without quotes, once the header and the column types are
+    /// settled, go to the next stage as [`Records`] at the end of the block (no row is
+    /// made unless it asks); any other line goes the usual way. Once such a line makes
+    /// a row, the records before it are made rows too and the rest of the block goes
+    /// the usual way, so that everything stays in order, messages included.
+    fn on_lines_lending(
+        &mut self,
+        lines: &Lines<'_>,
+        cx: &mut StageContext,
+        pass: &mut dyn FnMut(&Records<'_>) -> bool,
+    ) -> bool {
+        let mut numbers = std::mem::take(&mut self.numbers);
+        numbers.clear();
+        let mut pending: Vec<&[u8]> = Vec::new();
+        let mut lending = !self.records_refused;
+        for line in lines.iter() {
+            if lending {
+                let plain = strip_cr(line);
+                let lendable = matches!(self.phase, Phase::Data)
+                    && self.fields.is_some()
+                    && !self.kinds.is_empty()
+                    && !self.in_quotes
+                    && !plain.is_empty()
+                    && plain.len() < u32::MAX as usize
+                    && self.split_plain(plain)
+                    && self.bounds.len() == self.nfields;
+                if lendable {
+                    for j in 0..self.nfields {
+                        let (a, b, _) = self.bounds[j];
+                        let field = &plain[a as usize..b as usize];
+                        let (kind, number) = field_kind(field);
+                        if kind != self.kinds[j] {
+                            self.check_kind(j, kind, || infer_field(field, false), cx);
+                        }
+                        numbers.push(number);
+                    }
+                    pending.push(plain);
+                    continue;
+                }
+                self.held = Some(Vec::new());
+                if let Err(e) = self.on_line(line, cx) {
+                    cx.report(e);
+                }
+                let held = self.held.take().unwrap_or_default();
+                if !held.is_empty() {
+                    // A row: the pending records go before it, as rows.
+                    let fields = self.fields.clone();
+                    for p in pending.drain(..) {
+                        let row = match &fields {
+                            Some(f) => plain_row(p, self.sep, f),
+                            None => unreachable!("records are pending once the header is known"),
+                        };
+                        let _ = cx.emit(row);
+                    }
+                    for row in held {
+                        let _ = cx.emit(row);
+                    }
+                    lending = false;
+                }
+                continue;
+            }
+            if let Err(e) = self.on_line(line, cx) {
+                cx.report(e);
+            }
+        }
+        if lending {
+            self.lend(&pending, &numbers, cx, pass);
+        }
+        numbers.clear();
+        self.numbers = numbers;
+        true
+    }
+
+    /// Records parsed straight from the reader's buffer.
+    fn on_lines(&mut self, lines: &Lines<'_>, cx: &mut StageContext) -> bool {
+        for line in lines.iter() {
+            if let Err(e) = self.on_line(line, cx) {
+                cx.report(e);
+            }
+        }
+        true
     }
 
     fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::eval::exec::{int_lambda, int_lambda_runs};
+use crate::eval::exec::{arith_lambda, int_lambda, int_lambda_runs, run_num_prog_nums};
 use crate::eval::print::inspect_plain;
+use crate::eval::symbol::Sym;
 use crate::ext::{
-    Args, Array, CallContext, Func, Lines, Produce, Registry, Role, RuntimeError, Stage,
+    Args, Array, CallContext, Func, Lines, Produce, Records, Registry, Role, RuntimeError, Stage,
     StageContext, Stream, Value,
 };
 use crate::runtime::assist::{self, Results};
 use crate::runtime::stream::connect;
+use smallvec::SmallVec;
 
 /// How many array elements a source emits per turn.
 const ARRAY_BATCH: usize = 1024;
@@ -273,6 +275,41 @@ impl Stage for MapStage {
         };
         for line in lines.iter() {
             match k.call(line) {
+                Ok(v) => {
+                    let _ = cx.emit(v);
+                }
+                Err(e) => cx.report(e),
+            }
+        }
+        true
+    }
+
+    /// `{row -> row.price * row.qty}` over lent records: computed from the numbers
+    /// the parser found; a record whose fields are not numbers is made a row and goes
+    /// the general way.
+    fn on_records(&mut self, records: &Records<'_>, cx: &mut StageContext) -> bool {
+        let f = &self.f;
+        let Some(p) = arith_lambda(f) else {
+            return false;
+        };
+        let mut positions: SmallVec<[(Sym, Option<usize>); 4]> = SmallVec::new();
+        for r in 0..records.len() {
+            let v = run_num_prog_nums(p, &mut |name| {
+                let i = match positions.iter().find(|(s, _)| *s == name) {
+                    Some(&(_, i)) => i,
+                    None => {
+                        let i = records.position(name.name().as_bytes());
+                        positions.push((name, i));
+                        i
+                    }
+                };
+                records.num(r, i?)
+            });
+            let v = match v {
+                Some(v) => Ok(v),
+                None => cx.call_context().call_with_element(f, records.row(r)),
+            };
+            match v {
                 Ok(v) => {
                     let _ = cx.emit(v);
                 }

@@ -1480,28 +1480,89 @@ fn num_prog(e: &Expr) -> Option<(ir::NumProg, bool)> {
 /// field, a non-number, an error, an overridden operator) sends the call down the
 /// general path, which then gives its answer or error.
 fn run_num_prog(p: &ir::NumProg, v: &Value) -> Option<Value> {
+    run_num_prog_fields(p, v, &mut |name| {
+        // As dispatch (3.5) would: a plain struct's field; a class could define a
+        // method of that name first.
+        let Value::Array(a) = v else { return None };
+        if a.class.is_some() {
+            return None;
+        }
+        a.field(name.name().as_bytes()).cloned()
+    })
+}
+
+/// Runs a [`ir::Shape::Arith`] program with `x` as the parameter and `field(name)`
+/// giving the parameter's fields; `None` when a value is not a number (the general
+/// path then decides).
+pub(crate) fn run_num_prog_fields(
+    p: &ir::NumProg,
+    x: &Value,
+    field: &mut dyn FnMut(Sym) -> Option<Value>,
+) -> Option<Value> {
     use ir::NumProg;
     if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
-    fn num(p: &NumProg, v: &Value) -> Option<Value> {
+    fn num(p: &NumProg, x: &Value, field: &mut dyn FnMut(Sym) -> Option<Value>) -> Option<Value> {
         let r = match p {
-            NumProg::X => v.clone(),
+            NumProg::X => x.clone(),
             NumProg::C(c) => c.clone(),
-            NumProg::Field(name) => {
-                // As dispatch (3.5) would: a plain struct's field; a class could
-                // define a method of that name first.
-                let Value::Array(a) = v else { return None };
-                if a.class.is_some() {
-                    return None;
-                }
-                a.field(name.name().as_bytes())?.clone()
+            NumProg::Field(name) => field(*name)?,
+            NumProg::Op(op, l, r) => {
+                return ops::arith(*op, &num(l, x, field)?, &num(r, x, field)?).ok()
             }
-            NumProg::Op(op, l, r) => return ops::arith(*op, &num(l, v)?, &num(r, v)?).ok(),
         };
         matches!(r, Value::Int(_) | Value::Float(_)).then_some(r)
     }
-    num(p, v)
+    num(p, x, field)
+}
+
+/// Runs a [`ir::Shape::Arith`] program whose parameter is a record: `field(name)`
+/// gives a field when it is a number. `None` when the general path must decide (a
+/// field that is not a number, the parameter itself, an error); otherwise exactly
+/// what [`run_num_prog`] gives on the record's row.
+pub(crate) fn run_num_prog_nums(
+    p: &ir::NumProg,
+    field: &mut dyn FnMut(Sym) -> Option<ops::Num>,
+) -> Option<Value> {
+    use ir::NumProg;
+    if BUILTIN_OPERATOR_OVERRIDDEN.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    fn num(p: &NumProg, field: &mut dyn FnMut(Sym) -> Option<ops::Num>) -> Option<ops::Num> {
+        match p {
+            NumProg::X => None,
+            NumProg::C(c) => ops::Num::of(c),
+            NumProg::Field(name) => field(*name),
+            NumProg::Op(op, l, r) => ops::num_arith(*op, num(l, field)?, num(r, field)?),
+        }
+    }
+    match p {
+        // A comparison at the top gives a boolean: through `arith`.
+        NumProg::Op(op, l, r) => {
+            let (a, b) = (num(l, field)?, num(r, field)?);
+            match ops::num_arith(*op, a, b) {
+                Some(n) => Some(n.value()),
+                None => ops::arith(*op, &a.value(), &b.value()).ok(),
+            }
+        }
+        _ => num(p, field).map(ops::Num::value),
+    }
+}
+
+/// The program of a function of [`ir::Shape::Arith`] (`{row -> row.price * row.qty}`).
+pub(crate) fn arith_lambda(f: &Value) -> Option<&ir::NumProg> {
+    let Value::Func(func) = f else { return None };
+    let Func::Closure { code, .. } = &**func else {
+        return None;
+    };
+    if !matches!(code.body, FnBody::Plain { params: 1, .. }) {
+        return None;
+    }
+    match code.shape.get_or_init(|| lambda_shape(code)) {
+        ir::Shape::Arith(p) => Some(p),
+        _ => None,
+    }
 }
 
 /// A method lambda over a string's bytes (`CallContext::bytes_lambda`).

@@ -7,6 +7,59 @@ use super::ir::Arith;
 use super::print::inspect_plain;
 use super::value::Value;
 
+/// A number as arithmetic sees it, for code that computes without making values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    /// The number a value is.
+    pub fn of(v: &Value) -> Option<Num> {
+        match v {
+            Value::Int(i) => Some(Num::Int(*i)),
+            Value::Float(f) => Some(Num::Float(*f)),
+            _ => None,
+        }
+    }
+
+    pub fn value(self) -> Value {
+        match self {
+            Num::Int(i) => Value::Int(i),
+            Num::Float(f) => Value::Float(f),
+        }
+    }
+
+    fn f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+/// [`arith`] of two numbers when the result is a number: exactly what `arith` gives,
+/// without values. `None` for an error or a comparison (use `arith`).
+#[inline]
+pub fn num_arith(op: Arith, a: Num, b: Num) -> Option<Num> {
+    use Num::{Float, Int};
+    Some(match (op, a, b) {
+        (Arith::Add, Int(x), Int(y)) => x.checked_add(y).map_or(Float(x as f64 + y as f64), Int),
+        (Arith::Sub, Int(x), Int(y)) => x.checked_sub(y).map_or(Float(x as f64 - y as f64), Int),
+        (Arith::Mul, Int(x), Int(y)) => x.checked_mul(y).map_or(Float(x as f64 * y as f64), Int),
+        (Arith::Mod, Int(_), Int(0)) => return None,
+        (Arith::Mod, Int(x), Int(y)) => Int(x.wrapping_rem(y)),
+        (Arith::Pipe, Int(x), Int(y)) => Int(x | y),
+        (Arith::Add, x, y) => Float(x.f64() + y.f64()),
+        (Arith::Sub, x, y) => Float(x.f64() - y.f64()),
+        (Arith::Mul, x, y) => Float(x.f64() * y.f64()),
+        (Arith::Div, x, y) => Float(x.f64() / y.f64()),
+        (Arith::Mod, x, y) => Float(x.f64() % y.f64()),
+        _ => return None,
+    })
+}
+
 /// `a OP b` for two numbers (D23: integer results, float on overflow).
 #[inline]
 pub fn arith(op: Arith, a: &Value, b: &Value) -> Result<Value, RuntimeError> {

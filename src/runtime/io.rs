@@ -9,7 +9,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::stream::{Produce, Role, Stage, StageContext, Stream};
 use crate::eval::error::RuntimeError;
-use crate::eval::value::Value;
+use crate::eval::ops::Num;
+use crate::eval::value::{Fields, Value};
 
 /// Buffer size above which an output writer hands its buffer over to be written.
 const OUTPUT_FLUSH_AT: usize = 256 * 1024;
@@ -595,6 +596,68 @@ impl<'a> Lines<'a> {
     pub fn as_block(&self) -> Option<&'a [u8]> {
         let plain = self.terminated && memchr::memmem::find(self.block, b"\r\n").is_none();
         plain.then_some(self.block)
+    }
+}
+
+/// Records a parser (`csv`) made of lent [`Lines`] and lends on to the stage fused
+/// after it ([`Stage::on_records`]) before any of them is a row: the field names, the
+/// numbers among the fields, and the row each record would be.
+pub struct Records<'a> {
+    names: &'a Fields,
+    width: usize,
+    /// `width` per record: the number a field is, if it is one.
+    numbers: &'a [Option<Num>],
+    row: &'a dyn Fn(usize) -> Value,
+}
+
+impl<'a> Records<'a> {
+    /// Records of `width` fields named `names`; `numbers` holds `width` entries per
+    /// record (the number a field is, if it is one); `row(r)` makes record `r` as the
+    /// value the parser would emit.
+    pub(crate) fn new(
+        names: &'a Fields,
+        width: usize,
+        numbers: &'a [Option<Num>],
+        row: &'a dyn Fn(usize) -> Value,
+    ) -> Records<'a> {
+        Records {
+            names,
+            width,
+            numbers,
+            row,
+        }
+    }
+
+    /// How many records there are.
+    pub fn len(&self) -> usize {
+        self.numbers.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.numbers.is_empty()
+    }
+
+    /// The position of the first field called `name` (as `Array::field` finds it).
+    pub fn position(&self, name: &[u8]) -> Option<usize> {
+        self.names
+            .iter()
+            .position(|f| f.as_ref().is_some_and(|f| f.as_bytes() == name))
+    }
+
+    /// Field `i` of record `r` when it is a number.
+    pub fn number(&self, r: usize, i: usize) -> Option<Value> {
+        self.num(r, i).map(Num::value)
+    }
+
+    #[inline]
+    pub(crate) fn num(&self, r: usize, i: usize) -> Option<Num> {
+        self.numbers[r * self.width + i]
+    }
+
+    /// Record `r` as a row (a struct with the field names).
+    pub fn row(&self, r: usize) -> Value {
+        (self.row)(r)
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
-pub use super::io::Lines;
+pub use super::io::{Lines, Records};
 use crate::eval::error::RuntimeError;
 use crate::eval::func::Frame;
 use crate::eval::interp::Globals;
@@ -217,6 +217,27 @@ pub trait Stage: Send + 'static {
     /// l.length()}`, `filter`, `flatmap`, `count` and `stdout` work on lines without
     /// making a string of each.
     fn on_lines(&mut self, _lines: &Lines<'_>, _cx: &mut StageContext) -> bool {
+        false
+    }
+
+    /// [`on_lines`](Stage::on_lines) for a stage that parses lines into records
+    /// (`csv`) and may lend them on, before making rows of them, to the stage fused
+    /// after it: `pass` takes a batch of [`Records`], in order, or refuses it (returns
+    /// false), and then they must be emitted as rows. The default ignores `pass`.
+    fn on_lines_lending(
+        &mut self,
+        lines: &Lines<'_>,
+        cx: &mut StageContext,
+        _pass: &mut dyn FnMut(&Records<'_>) -> bool,
+    ) -> bool {
+        self.on_lines(lines, cx)
+    }
+
+    /// Records lent by the parser this stage reads from, as if they had arrived as
+    /// rows: handle them all and return true, or return false having done nothing
+    /// (the default) to receive them as rows. Lets `map{row -> row.price * row.qty}`
+    /// after `csv()` compute without making a row of each record.
+    fn on_records(&mut self, _records: &Records<'_>, _cx: &mut StageContext) -> bool {
         false
     }
 }
@@ -971,6 +992,8 @@ struct Task {
     /// Whether the head lends its lines to the next link (`lend_lines`): `None`
     /// until asked; after a refusal, never again.
     lending: Option<bool>,
+    /// Likewise, whether the next link lends the records it parses to the one after.
+    lending_records: Option<bool>,
 }
 
 /// A producing chain runs this long between yields to the runtime. Yielding after
@@ -1006,6 +1029,7 @@ impl Task {
             window: std::time::Instant::now(),
             last_yield: std::time::Instant::now(),
             lending: None,
+            lending_records: None,
         }
     }
 
@@ -1046,8 +1070,11 @@ impl Task {
             if k + 1 == busy.len() && self.links[k].stream.role == Role::Consumer {
                 continue;
             }
-            // Lent lines exist only in the reader's buffer: the borrower stays with it.
-            if k == 1 && self.lending == Some(true) {
+            // Lent lines exist only in the reader's buffer, lent records only in the
+            // parser: the borrowers stay with them.
+            if (k == 1 && self.lending == Some(true))
+                || (k == 2 && self.lending_records == Some(true))
+            {
                 continue;
             }
             let a: std::time::Duration = busy[..k].iter().sum();
@@ -1078,6 +1105,7 @@ impl Task {
             window: std::time::Instant::now(),
             last_yield: std::time::Instant::now(),
             lending: Some(false),
+            lending_records: Some(false),
         };
         // A thread of its own: as a runtime task, woken by the other half, it would
         // sit in that worker's LIFO slot, which no idle worker may steal, and both
@@ -1176,29 +1204,27 @@ impl Task {
         if self.lending == Some(false) || self.links.len() < 2 || !lending_enabled() {
             return false;
         }
-        if self.links[1].done || self.should_stop(1) {
+        if self.links[1].done || self.should_stop(1) || !self.only_to_next(0) {
             return false;
         }
-        {
-            let out = &mut self.links[0].out;
-            out.refresh_dests();
-            let only_next = match (&out.dests[..], out.inline) {
-                ([d], Some(p)) => std::ptr::eq(d.to.as_ptr(), p),
-                _ => false,
-            };
-            if !only_next || !out.buf.is_empty() {
-                return false;
-            }
-        }
+        // The next link may lend the records it parses on to the one after it.
+        let records = self.lending_records != Some(false)
+            && self.links.len() > 2
+            && !self.links[2].done
+            && !self.should_stop(2)
+            && self.only_to_next(1);
         let Task {
             g,
             top,
             links,
             lending,
+            lending_records,
             ..
         } = self;
         let (head, rest) = links.split_at_mut(1);
-        let (l0, l1) = (&mut head[0], &mut rest[0]);
+        let l0 = &mut head[0];
+        let (l1, rest) = rest.split_at_mut(1);
+        let l1 = &mut l1[0];
         let (Some(reader), Some(next)) = (l0.stage.as_mut(), l1.stage.as_mut()) else {
             return false;
         };
@@ -1212,10 +1238,31 @@ impl Task {
             top,
             out: &mut l1.out,
         };
+        let mut after = match rest.first_mut() {
+            Some(l2) if records => l2.stage.as_mut().map(|st| {
+                (
+                    st,
+                    StageContext {
+                        g,
+                        top,
+                        out: &mut l2.out,
+                    },
+                )
+            }),
+            _ => None,
+        };
         let mut taken = None;
-        // The time goes to the head (`busy`): the two are never cut apart.
+        let mut records_taken = None;
+        // The time goes to the head (`busy`): the borrowers are never cut from it.
         let produced = reader.produce_lines(&mut cx0, &mut |lines| {
-            let ok = next.on_lines(lines, &mut cx1);
+            let ok = match after.as_mut() {
+                Some((st, cx2)) => next.on_lines_lending(lines, &mut cx1, &mut |recs| {
+                    let ok = st.on_records(recs, cx2);
+                    records_taken = Some(ok);
+                    ok
+                }),
+                None => next.on_lines(lines, &mut cx1),
+            };
             taken = Some(ok);
             ok
         });
@@ -1223,11 +1270,18 @@ impl Task {
             *lending = Some(false);
             return false;
         };
+        let trace = std::env::var_os("STRM_TRACE_LINES").is_some();
         if let Some(ok) = taken {
-            if lending.is_none() && std::env::var_os("STRM_TRACE_LINES").is_some() {
+            if lending.is_none() && trace {
                 eprintln!("lines lent: {}", if ok { "taken" } else { "refused" });
             }
             *lending = Some(ok);
+        }
+        if let Some(ok) = records_taken {
+            if lending_records.is_none() && trace {
+                eprintln!("records lent: {}", if ok { "taken" } else { "refused" });
+            }
+            *lending_records = Some(ok);
         }
         match produced {
             Ok(p) => *r = Ok(p),
@@ -1237,6 +1291,18 @@ impl Task {
             }
         }
         true
+    }
+
+    /// Whether link `i`'s only destination is the next link, fused, and nothing of
+    /// its output is pending.
+    fn only_to_next(&mut self, i: usize) -> bool {
+        let out = &mut self.links[i].out;
+        out.refresh_dests();
+        let only_next = match (&out.dests[..], out.inline) {
+            ([d], Some(p)) => std::ptr::eq(d.to.as_ptr(), p),
+            _ => false,
+        };
+        only_next && out.buf.is_empty()
     }
 
     /// Whether link `i` should stop: it closed itself (`take`), or nobody listens.
@@ -1479,10 +1545,15 @@ impl Task {
                     start_pending(&self.g);
                     self.flush(0, true).await;
                     if lent {
-                        self.flush(1, false).await;
-                        self.drain().await;
-                        if self.should_stop(1) {
-                            self.finish_link(1).await;
+                        // The borrowers' output, in chain order.
+                        for i in 1..self.links.len().min(3) {
+                            self.flush(i, false).await;
+                            self.drain().await;
+                        }
+                        for i in 1..self.links.len().min(3) {
+                            if self.should_stop(i) {
+                                self.finish_link(i).await;
+                            }
                         }
                     }
                     self.drain().await;
@@ -1642,6 +1713,11 @@ impl<'t> StageContext<'t> {
                 }
             }
         }
+    }
+
+    /// How many values emitted in this callback have not gone out yet.
+    pub fn pending(&self) -> usize {
+        self.out.buf.len()
     }
 
     /// Every destination has closed: a producer should stop (5.7).
