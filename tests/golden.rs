@@ -115,10 +115,19 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus>
     None
 }
 
-fn run_streem(dir: &Path, name: &str) -> Result<Outcome, Failed> {
+/// Runs a case; `from_file`: standard input is `NAME.in` itself (as `streem prog <
+/// file` runs), else a pipe fed with it.
+fn run_streem(dir: &Path, name: &str, from_file: bool) -> Result<Outcome, Failed> {
     let opts = lines_of(dir, name, "opts");
     let args = lines_of(dir, name, "args");
     let stdin_data = read_opt(dir, name, "in").unwrap_or_default();
+    let input = if from_file {
+        let f = fs::File::open(dir.join(format!("{name}.in")))
+            .map_err(|e| Failed::from(format!("cannot open {name}.in: {e}")))?;
+        Stdio::from(f)
+    } else {
+        Stdio::piped()
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_streem"))
         .args(&opts)
         .arg(format!("{name}.strm"))
@@ -126,7 +135,7 @@ fn run_streem(dir: &Path, name: &str) -> Result<Outcome, Failed> {
         .current_dir(dir)
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
-        .stdin(Stdio::piped())
+        .stdin(input)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -232,7 +241,54 @@ fn run_case(dir: &Path, name: &str) -> Result<(), Failed> {
         read_opt(dir, name, "stderr").map(|b| String::from_utf8_lossy(&b).into_owned());
     let unordered = dir.join(format!("{name}.unordered")).exists();
 
-    let outcome = run_streem(dir, name)?;
+    // A case with standard input runs twice: fed by a pipe, and from the file.
+    let has_input = dir.join(format!("{name}.in")).exists();
+    for from_file in [false, true] {
+        if from_file && !has_input {
+            break;
+        }
+        let outcome = run_streem(dir, name, from_file)?;
+        check_outcome(
+            name,
+            &outcome,
+            &Expected {
+                out: &expected_out,
+                status: expected_status,
+                err_lines: &err_lines,
+                exact_stderr: exact_stderr.as_deref(),
+                unordered,
+            },
+        )
+        .map_err(|msg| {
+            let how = if from_file {
+                "from a file"
+            } else {
+                "from a pipe"
+            };
+            Failed::from(format!("{msg}  (standard input {how})\n"))
+        })?;
+    }
+    Ok(())
+}
+
+/// What a case must give.
+struct Expected<'a> {
+    out: &'a str,
+    status: i32,
+    err_lines: &'a [String],
+    exact_stderr: Option<&'a str>,
+    unordered: bool,
+}
+
+/// Compares one run with what is expected; the failure message otherwise.
+fn check_outcome(name: &str, outcome: &Outcome, want: &Expected) -> Result<(), String> {
+    let (expected_out, expected_status, err_lines, exact_stderr, unordered) = (
+        want.out.to_string(),
+        want.status,
+        want.err_lines,
+        want.exact_stderr,
+        want.unordered,
+    );
     let got_out = String::from_utf8_lossy(&outcome.stdout).into_owned();
     let got_err = String::from_utf8_lossy(&outcome.stderr).into_owned();
 
@@ -262,13 +318,13 @@ fn run_case(dir: &Path, name: &str) -> Result<(), Failed> {
         problems.push(format!("{what}: {}", diff(&want, &got)));
     }
 
-    for line in &err_lines {
+    for line in err_lines {
         if !got_err.contains(line.as_str()) {
             problems.push(format!("stderr lacks {line:?}"));
         }
     }
-    if let Some(exact) = &exact_stderr {
-        if *exact != got_err {
+    if let Some(exact) = exact_stderr {
+        if exact != got_err {
             problems.push(format!("stderr differs: {}", diff(exact, &got_err)));
         }
     }
@@ -298,5 +354,5 @@ fn run_case(dir: &Path, name: &str) -> Result<(), Failed> {
             msg.push('\n');
         }
     }
-    Err(msg.into())
+    Err(msg)
 }

@@ -325,9 +325,14 @@ fn run_lent(program: &str, input: &[u8], lend: bool) -> (Vec<u8>, String, i32, b
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&data);
     });
-    let out = child.wait_with_output().expect("wait");
+    let (stdout, stderr) = drain_both(&mut child);
+    let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("finished in time");
     writer.join().expect("writer");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (stdout, stderr) = (
+        stdout.join().expect("stdout"),
+        stderr.join().expect("stderr"),
+    );
+    let err = String::from_utf8_lossy(&stderr).into_owned();
     let taken = err.contains("lines lent: taken");
     let records = err.contains("records lent: taken");
     let err: String = err
@@ -335,13 +340,7 @@ fn run_lent(program: &str, input: &[u8], lend: bool) -> (Vec<u8>, String, i32, b
         .filter(|l| !l.starts_with("lines lent:") && !l.starts_with("records lent:"))
         .map(|l| format!("{l}\n"))
         .collect();
-    (
-        out.stdout,
-        err,
-        out.status.code().unwrap_or(-1),
-        taken,
-        records,
-    )
+    (stdout, err, status.code().unwrap_or(-1), taken, records)
 }
 
 #[test]
@@ -471,4 +470,113 @@ fn records_lent_by_csv_give_exactly_what_rows_give() {
             }
         }
     }
+}
+
+/// Runs `program` with standard input read from the file `path` (as `streem prog <
+/// file`), with read-ahead on or off (`STRM_READ_AHEAD`).
+fn run_from_file(program: &str, path: &std::path::Path, ahead: bool) -> (Vec<u8>, Vec<u8>, i32) {
+    let file = std::fs::File::open(path).expect("open input");
+    let mut child = streem()
+        .args(["-e", program])
+        .env("STRM_READ_AHEAD", if ahead { "1" } else { "0" })
+        .stdin(Stdio::from(file))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (out, err) = drain_both(&mut child);
+    let status = wait_bounded(&mut child, Duration::from_secs(60)).expect("finished in time");
+    (
+        out.join().expect("stdout"),
+        err.join().expect("stderr"),
+        status.code().unwrap_or(-1),
+    )
+}
+
+/// Reads a child's stdout and stderr on threads of their own.
+fn drain_both(
+    child: &mut Child,
+) -> (
+    std::thread::JoinHandle<Vec<u8>>,
+    std::thread::JoinHandle<Vec<u8>>,
+) {
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    (
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = out.read_to_end(&mut b);
+            b
+        }),
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = err.read_to_end(&mut b);
+            b
+        }),
+    )
+}
+
+#[test]
+fn a_file_read_ahead_gives_exactly_what_reading_on_demand_gives() {
+    // Regular files are read ahead on a thread in chunks of 512 KiB, the partial line
+    // before a chunk copied in front of it (16 KiB of room) or, when longer, the
+    // chunk appended to it. Lines of every length around those sizes, a CRLF split
+    // by a chunk boundary, a line longer than a chunk and an unterminated last line.
+    let mut data: Vec<u8> = Vec::new();
+    let mut n = 0u64;
+    while data.len() < 3 << 20 {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let len = match n >> 60 {
+            0 => 20_000 + (n >> 40) as usize % 30_000,
+            1 => 15_000 + (n >> 40) as usize % 3_000,
+            _ => (n >> 40) as usize % 120,
+        };
+        data.extend(std::iter::repeat_n(b'a' + (n >> 33) as u8 % 26, len));
+        data.extend_from_slice(if n >> 59 & 1 == 0 { b"\n" } else { b"\r\n" });
+    }
+    // A CRLF across the boundary of the second chunk.
+    let at = 2 * 512 * 1024 - 1;
+    data[at] = b'\r';
+    data[at + 1] = b'\n';
+    data.extend(std::iter::repeat_n(b'L', 1_300_000));
+    data.extend_from_slice(b"\nlast line without end\r");
+    let dir = std::env::temp_dir().join(format!("streem-ahead-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let inputs = [("big", data), ("empty", Vec::new()), ("one", b"x".to_vec())];
+    let programs = [
+        "stdin | stdout",
+        "stdin | map{l -> l.length()} | stdout",
+        "stdin | map{l -> l.length() * 2} | stdout",
+        "stdin | count() | stdout",
+        "stdin | take(3) | map{l -> l.length()} | stdout",
+    ];
+    for (name, bytes) in &inputs {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("write input");
+        for program in programs {
+            let demand = run_from_file(program, &path, false);
+            let ahead = run_from_file(program, &path, true);
+            assert_eq!(demand.2, 0, "{program} on {name}");
+            assert!(ahead.0 == demand.0, "{program} on {name}: stdout differs");
+            assert_eq!(ahead.1, demand.1, "{program} on {name}: stderr");
+            assert_eq!(ahead.2, demand.2, "{program} on {name}: status");
+        }
+    }
+    // The copy is the file, byte for byte (CRs before newlines dropped, D38).
+    let big = &inputs[0].1;
+    let copy = run_from_file("stdin | stdout", &dir.join("big"), true).0;
+    let text = String::from_utf8_lossy(big);
+    let (body, last) = text.rsplit_once('\n').expect("lines");
+    let mut want = String::new();
+    for line in body.split('\n') {
+        want.push_str(line.strip_suffix('\r').unwrap_or(line));
+        want.push('\n');
+    }
+    // The unterminated last line keeps its CR.
+    want.push_str(last);
+    want.push('\n');
+    assert!(copy == want.as_bytes(), "stdin | stdout changed the file");
+    let _ = std::fs::remove_dir_all(&dir);
 }

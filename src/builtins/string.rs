@@ -80,30 +80,57 @@ pub fn char_count(b: &[u8]) -> usize {
         .sum()
 }
 
-/// Whether every byte is ASCII: an OR over 8-byte words, four at a time (faster
-/// than `<[u8]>::is_ascii` on line-sized input); the tail is one more (overlapping)
-/// word, not a loop over bytes.
+/// Whether every byte is ASCII: an OR over 16-byte vectors, two at a time, and one
+/// test of the high bits at the end (faster than `<[u8]>::is_ascii` on line-sized
+/// input); the tail is one more (overlapping) vector, not a loop over bytes.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn is_ascii(b: &[u8]) -> bool {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128};
+    let n = b.len();
+    if n < 16 {
+        return is_ascii_words(b);
+    }
+    let p = b.as_ptr();
+    // SAFETY: SSE2 is part of x86_64. Every load is of 16 bytes that start at or
+    // after 0 and end at or before `n` (`i + 32 <= n`, `i + 16 <= n`, `n >= 16`);
+    // `_mm_loadu_si128` takes unaligned addresses.
+    unsafe {
+        let load = |i: usize| _mm_loadu_si128(p.add(i) as *const __m128i);
+        let mut acc = load(n - 16);
+        let mut i = 0;
+        while i + 32 <= n {
+            acc = _mm_or_si128(acc, _mm_or_si128(load(i), load(i + 16)));
+            i += 32;
+        }
+        if i + 16 <= n {
+            acc = _mm_or_si128(acc, load(i));
+        }
+        _mm_movemask_epi8(acc) == 0
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn is_ascii(b: &[u8]) -> bool {
+    is_ascii_words(b)
+}
+
+/// [`is_ascii`] over 8-byte words; the tail is one more (overlapping) word.
+#[inline]
+fn is_ascii_words(b: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let n = b.len();
     if n < 8 {
         return b.iter().fold(0, |a, &x| a | x) < 0x80;
     }
-    // SAFETY: every read is of 8 bytes that start at or after 0 and end at or
-    // before `n` (`i + 32 <= n`, `i + 8 <= n`, `n - 8 >= 0`); unaligned reads.
-    let word = |i: usize| unsafe { std::ptr::read_unaligned(b.as_ptr().add(i) as *const u64) };
-    let mut acc = 0u64;
+    let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let mut acc = word(n - 8);
     let mut i = 0;
-    while i + 32 <= n {
-        acc |= word(i) | word(i + 8) | word(i + 16) | word(i + 24);
-        i += 32;
-    }
     while i + 8 <= n {
         acc |= word(i);
         i += 8;
     }
-    acc |= word(n - 8);
     acc & HIGH == 0
 }
 
@@ -837,7 +864,7 @@ mod ascii_tests {
 
     #[test]
     fn a_non_ascii_byte_is_found_at_every_position_of_every_short_length() {
-        for len in 0..40 {
+        for len in 0..80 {
             let ascii = vec![b'a'; len];
             assert!(is_ascii(&ascii));
             assert_eq!(char_count(&ascii), len);

@@ -15,7 +15,7 @@ use crate::eval::value::{Fields, Value};
 /// Buffer size above which an output writer hands its buffer over to be written.
 const OUTPUT_FLUSH_AT: usize = 256 * 1024;
 /// Lines a reader emits per turn before letting other producers run.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 /// At most this much input (and whatever line it ends in) goes out per turn.
 const BLOCK: usize = 64 * 1024;
 
@@ -446,21 +446,24 @@ impl Io {
         Some(
             self.read_stream
                 .get_or_init(|| {
-                    let reader: Box<dyn Read + Send> = match &self.kind {
-                        IoKind::Stdin => Box::new(std::io::stdin()),
+                    let (reader, regular): (Box<dyn Read + Send>, bool) = match &self.kind {
+                        IoKind::Stdin => (Box::new(std::io::stdin()), is_regular_file(0)),
                         IoKind::File(f) => match f.lock().as_ref().map(File::try_clone) {
-                            Some(Ok(f)) => Box::new(f),
-                            _ => Box::new(std::io::empty()),
+                            Some(Ok(f)) => {
+                                let regular = is_regular_file(std::os::fd::AsRawFd::as_raw_fd(&f));
+                                (Box::new(f), regular)
+                            }
+                            _ => (Box::new(std::io::empty()), false),
                         },
-                        _ => Box::new(std::io::empty()),
+                        _ => (Box::new(std::io::empty()), false),
                     };
-                    Stream::new(
-                        Role::Producer,
-                        LineReader::new(
-                            reader,
-                            matches!(self.kind, IoKind::Stdin) && !is_regular_file(0),
-                        ),
-                    )
+                    let lines = if regular && read_ahead_enabled() {
+                        // A file never makes a read wait for input: read it ahead.
+                        LineReader::read_ahead(reader)
+                    } else {
+                        LineReader::new(reader, matches!(self.kind, IoKind::Stdin))
+                    };
+                    Stream::new(Role::Producer, lines)
                 })
                 .clone(),
         )
@@ -661,10 +664,78 @@ impl<'a> Records<'a> {
     }
 }
 
+/// Room left before the data of a read-ahead chunk, where the partial line before it
+/// is copied so that it joins the chunk without moving the chunk.
+const AHEAD_ROOM: usize = 16 * 1024;
+/// How much a read-ahead chunk holds. Each hand-over wakes a thread, which costs tens
+/// of microseconds on a small VM: chunks are large.
+const AHEAD_CHUNK: usize = 512 * 1024;
+/// Chunks read ahead and not yet taken, at most.
+const AHEAD_CHUNKS: usize = 2;
+
+/// Files are read ahead unless `STRM_READ_AHEAD=0` (for measurement).
+fn read_ahead_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("STRM_READ_AHEAD").map_or(true, |v| v.trim() != "0"))
+}
+
+/// A chunk read ahead: a buffer whose data starts at `AHEAD_ROOM`, and its length
+/// (0 at end of input).
+type Chunk = std::io::Result<(Vec<u8>, usize)>;
+
+/// Reads a file on a thread of its own, so that the kernel's copy of the next chunk
+/// overlaps the work on this one. Empty buffers come back for reuse.
+struct ReadAhead {
+    chunks: std::sync::mpsc::Receiver<Chunk>,
+    spent: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl ReadAhead {
+    fn start(mut reader: Box<dyn Read + Send>) -> ReadAhead {
+        let (tx, chunks) = std::sync::mpsc::sync_channel::<Chunk>(AHEAD_CHUNKS);
+        let (spent, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(AHEAD_CHUNKS + 2);
+        let run = move || loop {
+            let mut buf = back
+                .try_recv()
+                .unwrap_or_else(|_| vec![0; AHEAD_ROOM + AHEAD_CHUNK]);
+            let chunk = loop {
+                match reader.read(&mut buf[AHEAD_ROOM..]) {
+                    Ok(n) => break Ok((buf, n)),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            let last = !matches!(chunk, Ok((_, n)) if n > 0);
+            // The reader went away (the program no longer reads): stop.
+            if tx.send(chunk).is_err() || last {
+                return;
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("streem-read".into())
+            .spawn(run)
+        {
+            // No thread: the reader says so at its first read.
+            let (tx, chunks) = std::sync::mpsc::sync_channel::<Chunk>(1);
+            let _ = tx.send(Err(e));
+            return ReadAhead { chunks, spent };
+        }
+        ReadAhead { chunks, spent }
+    }
+}
+
+/// Where a line reader's input comes from.
+enum Input {
+    /// Read when lines are needed (pipes, terminals, sockets: a read may wait).
+    Direct(Box<dyn Read + Send>),
+    /// Read ahead on another thread (regular files).
+    Ahead(ReadAhead),
+}
+
 /// Splits input into lines (D38): any length, CR before LF dropped, an unterminated
 /// last line emitted.
 pub struct LineReader {
-    reader: Box<dyn Read + Send>,
+    input: Input,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -677,12 +748,25 @@ impl LineReader {
     /// A line reader over `reader`; `interactive`: flush standard output before each read.
     pub fn new(reader: Box<dyn Read + Send>, interactive: bool) -> LineReader {
         LineReader {
-            reader,
+            input: Input::Direct(reader),
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,
             eof: false,
             interactive,
+        }
+    }
+
+    /// A line reader over a file, which it reads ahead on a thread of its own: the
+    /// kernel copies the next chunk while this one is worked on.
+    pub fn read_ahead(reader: Box<dyn Read + Send>) -> LineReader {
+        LineReader {
+            input: Input::Ahead(ReadAhead::start(reader)),
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            eof: false,
+            interactive: false,
         }
     }
 
@@ -708,6 +792,46 @@ impl LineReader {
     /// has ended; false when `before_read` refused a read.
     fn fill(&mut self, before_read: &mut dyn FnMut() -> bool) -> std::io::Result<bool> {
         while !self.eof && memchr::memchr(b'\n', &self.buf[self.start..self.end]).is_none() {
+            if let Input::Ahead(ahead) = &self.input {
+                let chunk = match ahead.chunks.try_recv() {
+                    Ok(c) => c,
+                    Err(_) => {
+                        if !before_read() {
+                            return Ok(false);
+                        }
+                        ahead.chunks.recv().unwrap_or(Ok((Vec::new(), 0)))
+                    }
+                };
+                match chunk {
+                    Ok((_, 0)) => self.eof = true,
+                    Ok((mut data, n)) => {
+                        let partial = self.end - self.start;
+                        if partial <= AHEAD_ROOM {
+                            // The partial line goes just before the chunk's data.
+                            let at = AHEAD_ROOM - partial;
+                            data[at..AHEAD_ROOM].copy_from_slice(&self.buf[self.start..self.end]);
+                            let spent = std::mem::replace(&mut self.buf, data);
+                            (self.start, self.end) = (at, AHEAD_ROOM + n);
+                            if spent.len() == AHEAD_ROOM + AHEAD_CHUNK {
+                                let _ = ahead.spent.try_send(spent);
+                            }
+                        } else {
+                            // A long line: it grows in its own buffer.
+                            self.buf.truncate(self.end);
+                            self.buf.drain(..self.start);
+                            self.buf
+                                .extend_from_slice(&data[AHEAD_ROOM..AHEAD_ROOM + n]);
+                            (self.start, self.end) = (0, self.buf.len());
+                            let _ = ahead.spent.try_send(data);
+                        }
+                    }
+                    Err(e) => {
+                        self.eof = true;
+                        return Err(e);
+                    }
+                }
+                continue;
+            }
             // Make room: move the partial line to the front, grow if it fills the buffer.
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -721,7 +845,10 @@ impl LineReader {
             if !before_read() {
                 return Ok(false);
             }
-            match self.reader.read(&mut self.buf[self.end..]) {
+            let Input::Direct(reader) = &mut self.input else {
+                unreachable!("read ahead above")
+            };
+            match reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
