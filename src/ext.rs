@@ -70,7 +70,9 @@ pub use crate::eval::func::{BytesMethodPtr, Func, NativeFn, NativeFnPtr};
 pub use crate::eval::interp::{Globals, SignalId};
 pub use crate::eval::namespace::Namespace;
 pub use crate::eval::value::{Array, Fields, NativeObject, Str, Time, TimeOffset, Value};
-pub use crate::runtime::io::{Io, IoBackend, IoMode, LineReader, Lines, Output, Records};
+pub use crate::runtime::io::{
+    Io, IoBackend, IoMode, Lent, LineReader, Lines, LinesIter, Output, Records,
+};
 pub use crate::runtime::stream::{
     BoxFuture, Inlet, Outlet, Produce, Role, Sink, Source, Stage, StageContext, Stream,
 };

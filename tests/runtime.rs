@@ -333,11 +333,11 @@ fn run_lent(program: &str, input: &[u8], lend: bool) -> (Vec<u8>, String, i32, b
         stderr.join().expect("stderr"),
     );
     let err = String::from_utf8_lossy(&stderr).into_owned();
-    let taken = err.contains("lines lent: taken");
-    let records = err.contains("records lent: taken");
+    let taken = err.contains("lines lent to stage 1: taken");
+    let records = err.contains("records lent to stage 2: taken");
     let err: String = err
         .lines()
-        .filter(|l| !l.starts_with("lines lent:") && !l.starts_with("records lent:"))
+        .filter(|l| !l.contains(" lent to stage "))
         .map(|l| format!("{l}\n"))
         .collect();
     (stdout, err, status.code().unwrap_or(-1), taken, records)
@@ -350,11 +350,17 @@ fn lines_lent_from_the_read_buffer_give_exactly_what_string_values_give() {
     // with a CR, non-ASCII text, empty lines, a line longer than a read and more
     // lines than one block.
     let mut big = Vec::new();
-    for i in 0..60_000 {
+    for i in 0..12_000 {
         let end = if i % 7 == 0 { "\r\n" } else { "\n" };
         let mark = if i % 13 == 0 { "ERROR" } else { "" };
-        big.extend_from_slice(format!("line {i} é{mark} x{end}").as_bytes());
-        if i == 30_000 {
+        let long = if i % 11 == 0 {
+            " a-word-longer-than-fifteen-bytes"
+        } else {
+            ""
+        };
+        let ws = ["\t", "  ", "\x0b", "\x0c", "\r", " "][i % 6];
+        big.extend_from_slice(format!("line {i}{ws}é{mark} x{long} w{}{end}", i % 50).as_bytes());
+        if i == 6_000 {
             big.extend(std::iter::repeat_n(b'y', 200_000));
             big.extend_from_slice(b"ERROR\n\n\n");
         }
@@ -388,6 +394,34 @@ fn lines_lent_from_the_read_buffer_give_exactly_what_string_values_give() {
         ("stdin | map{l -> l.length()} | take(2) | stdout", true),
         ("stdin | map{l -> l.upcase()} | stdout", false),
         ("stdin | map{l -> l + \"!\"} | stdout", false),
+        // Words lent by flatmap, pairs by map, counted by reduce_by_key.
+        (
+            "stdin | flatmap{l -> l.split()} | map{w -> [w, 1]} | reduce_by_key{k, a, b -> a + b} | stdout",
+            true,
+        ),
+        (
+            "stdin | flatmap{l -> l.split(\" \")} | map{w -> [w, 2]} | reduce_by_key{k, a, b -> a * b} | stdout",
+            true,
+        ),
+        (
+            "stdin | flatmap{l -> l.split()} | map{w -> [w, 1]} | reduce_by_key{k, a, b -> a + b + 0.5} | stdout",
+            true,
+        ),
+        (
+            "stdin | flatmap{l -> l.split()} | map{w -> [w, 1]} | reduce_by_key{k, a, b -> k} | stdout",
+            true,
+        ),
+        (
+            "stdin | flatmap{l -> l.split()} | map{w -> [1, w]} | reduce_by_key{k, a, b -> a + b} | stdout",
+            true,
+        ),
+        (
+            "stdin | flatmap{l -> l.split()} | map{w -> [w, 1, w]} | reduce_by_key{k, a, b -> a + b} | stdout",
+            true,
+        ),
+        ("stdin | flatmap{l -> l.split()} | map{w -> [w, 1]} | stdout", true),
+        ("stdin | flatmap{l -> l.split()} | count() | stdout", true),
+        ("stdin | flatmap{l -> l.split(\"E\")} | stdout", true),
     ];
     for (program, takes) in programs {
         for input in inputs {

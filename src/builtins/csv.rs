@@ -22,8 +22,8 @@ use crate::eval::ops::Num;
 use crate::eval::print::inspect_plain;
 use crate::eval::value::Fields;
 use crate::ext::{
-    Args, Array, Lines, Records, Registry, Role, RuntimeError, Stage, StageContext, Str, Stream,
-    Time, Value,
+    Args, Array, Lent, Lines, Records, Registry, Role, RuntimeError, Stage, StageContext, Str,
+    Stream, Time, Value,
 };
 
 // ---------------------------------------------------------------------------------
@@ -628,7 +628,7 @@ impl Csv {
         lines: &[&[u8]],
         numbers: &[Option<Num>],
         cx: &mut StageContext,
-        pass: &mut dyn FnMut(&Records<'_>) -> bool,
+        pass: &mut dyn FnMut(Lent<'_>) -> bool,
     ) {
         if lines.is_empty() {
             return;
@@ -638,8 +638,8 @@ impl Csv {
         };
         let sep = self.sep;
         let row = |r: usize| plain_row(lines[r], sep, &fields);
-        let records = Records::new(&fields, self.nfields, numbers, &row);
-        if !pass(&records) {
+        let records = Records::new(Some(&fields), self.nfields, numbers, (&[], 0), &row);
+        if !pass(Lent::Records(&records)) {
             self.records_refused = true;
             for r in 0..records.len() {
                 let _ = cx.emit(records.row(r));
@@ -656,17 +656,20 @@ impl Stage for Csv {
         self.on_line(s.as_bytes(), cx)
     }
 
-    /// Records of lines without quotes, once the header and the column types are
+    /// Lines: records of lines without quotes, once the header and the column types are
     /// settled, go to the next stage as [`Records`] at the end of the block (no row is
     /// made unless it asks); any other line goes the usual way. Once such a line makes
     /// a row, the records before it are made rows too and the rest of the block goes
     /// the usual way, so that everything stays in order, messages included.
-    fn on_lines_lending(
+    fn on_lent(
         &mut self,
-        lines: &Lines<'_>,
+        lent: Lent<'_>,
         cx: &mut StageContext,
-        pass: &mut dyn FnMut(&Records<'_>) -> bool,
+        pass: &mut dyn FnMut(Lent<'_>) -> bool,
     ) -> bool {
+        let Lent::Lines(lines) = lent else {
+            return false;
+        };
         let mut numbers = std::mem::take(&mut self.numbers);
         numbers.clear();
         let mut pending: Vec<&[u8]> = Vec::new();

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use rustc_hash::FxHasher;
 
 use crate::builtins::pipe::{MapStage, Sharing};
+use crate::builtins::string::word_spans;
 use crate::eval::exec::{int_call, int_lambda, int_lambda_runs};
 use crate::eval::ops::{compare, equals};
 use crate::eval::print::inspect_plain;
 use crate::ext::{
-    Args, Array, CallContext, Lines, Produce, Registry, Role, RuntimeError, Stage, StageContext,
-    Stream, Value,
+    Args, Array, CallContext, Lent, Lines, Produce, Records, Registry, Role, RuntimeError, Stage,
+    StageContext, Stream, Value,
 };
 
 /// Values a producer emits per `produce` turn.
@@ -343,6 +344,8 @@ impl Stage for Each {
 /// emitted as one value.
 struct FlatMap {
     f: Value,
+    /// The words of a block (reused).
+    words: Vec<(usize, usize)>,
 }
 
 impl FlatMap {
@@ -359,6 +362,35 @@ impl FlatMap {
 }
 
 impl Stage for FlatMap {
+    /// `flatmap{l -> l.split()}` over a reader's lines: the words of the whole block
+    /// (line ends are whitespace too), lent on as strings to the next stage, or
+    /// emitted if it refuses them.
+    fn on_lent(
+        &mut self,
+        lent: Lent<'_>,
+        cx: &mut StageContext,
+        pass: &mut dyn FnMut(Lent<'_>) -> bool,
+    ) -> bool {
+        let Lent::Lines(lines) = lent else {
+            return false;
+        };
+        let text = match (lines.text(), cx.call_context().bytes_lambda(&self.f)) {
+            (Some(text), Some(k)) if k.splits_words() => text,
+            _ => return self.on_lines(lines, cx),
+        };
+        let mut words = std::mem::take(&mut self.words);
+        words.clear();
+        word_spans(text, &mut words);
+        let lent = Lines::spans(text, &words);
+        if !pass(Lent::Lines(&lent)) {
+            for w in lent.iter() {
+                let _ = cx.emit(Value::bytes(w));
+            }
+        }
+        self.words = words;
+        true
+    }
+
     fn on_lines(&mut self, lines: &Lines<'_>, cx: &mut StageContext) -> bool {
         let Some(k) = cx.call_context().bytes_lambda(&self.f) else {
             return false;
@@ -671,6 +703,16 @@ fn hash_key(v: &Value, h: &mut FxHasher) -> bool {
 }
 
 /// The hash of a key, or `None` if it contains a NaN (it can match no other key).
+/// `key_hash` of the string `b`, without making it.
+#[inline]
+fn str_key_hash(b: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write_u8(4);
+    h.write_usize(b.len());
+    h.write(b);
+    h.finish()
+}
+
 fn key_hash(v: &Value) -> Option<u64> {
     let mut h = FxHasher::default();
     hash_key(v, &mut h).then(|| h.finish())
@@ -692,6 +734,20 @@ struct Key {
 }
 
 impl Key {
+    /// A key to look up the string `b` (at most `INLINE` bytes) with, without making
+    /// the string: equal to the key of a string of the same bytes.
+    #[inline]
+    fn short(hash: u64, b: &[u8]) -> Key {
+        let mut short = [0; INLINE];
+        short[..b.len()].copy_from_slice(b);
+        Key {
+            hash,
+            v: Value::Nil,
+            short_len: b.len() as u8,
+            short,
+        }
+    }
+
     #[inline]
     fn new(hash: u64, v: Value) -> Key {
         let mut short = [0; INLINE];
@@ -783,6 +839,30 @@ impl Stage for ReduceByKey {
         cx.each_value(vals, |call, v| self.add(v, call));
     }
 
+    /// Pairs lent by `map{w -> [w, 1]}`: a short string key is looked up by its
+    /// bytes (a string is made only for a new key) and a number value added without
+    /// making the pair; any other record goes the usual way.
+    fn on_records(&mut self, records: &Records<'_>, cx: &mut StageContext) -> bool {
+        if records.width() != 2 {
+            return false;
+        }
+        for r in 0..records.len() {
+            let done = match (records.text(r, 0), records.num(r, 1)) {
+                (Some(key), Some(n)) if key.len() <= INLINE => self.add_short(key, n.value()),
+                _ => false,
+            };
+            if done {
+                continue;
+            }
+            let row = records.row(r);
+            let res = self.add(row, &mut cx.call_context());
+            if let Err(e) = res {
+                cx.report(e);
+            }
+        }
+        true
+    }
+
     fn on_close(&mut self, cx: &mut StageContext) -> Result<(), RuntimeError> {
         let mut all: Vec<(usize, Value, Value)> = std::mem::take(&mut self.unmatchable);
         all.reserve(self.map.len());
@@ -796,6 +876,34 @@ impl Stage for ReduceByKey {
 }
 
 impl ReduceByKey {
+    /// Adds `value` under the short string key `key` (at most `INLINE` bytes) when the
+    /// function is an integer program; false (nothing done) when it must be called
+    /// the usual way.
+    fn add_short(&mut self, key: &[u8], value: Value) -> bool {
+        let hash = str_key_hash(key);
+        let probe = Key::short(hash, key);
+        match self.map.get_mut(&probe) {
+            Some(slot) => {
+                // The program reads integers only: the key (a string) it never reads
+                // can be nil here.
+                match int_call(&self.f, &[&Value::Nil, &slot.acc, &value]) {
+                    Some(r) => {
+                        slot.acc = r;
+                        true
+                    }
+                    None => false,
+                }
+            }
+            None => {
+                let order = self.seen;
+                self.seen += 1;
+                self.map
+                    .insert(Key::new(hash, Value::bytes(key)), Acc { order, acc: value });
+                true
+            }
+        }
+    }
+
     fn add(&mut self, v: Value, call: &mut CallContext) -> Result<(), RuntimeError> {
         let pair = match v {
             Value::Array(a) if a.items.len() == 2 => a,
@@ -933,7 +1041,13 @@ pub fn register(r: &Registry) {
     });
     r.define_stage_fn("flatmap", |_cx, vals| {
         let f = one_func("flatmap", vals)?;
-        Ok(Stream::value(Role::Filter, FlatMap { f }))
+        Ok(Stream::value(
+            Role::Filter,
+            FlatMap {
+                f,
+                words: Vec::new(),
+            },
+        ))
     });
     r.define_stage_fn("count", |_cx, vals| {
         Args::new("count", vals).arity(0, 0)?;

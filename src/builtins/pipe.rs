@@ -3,12 +3,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::eval::exec::{arith_lambda, int_lambda, int_lambda_runs, run_num_prog_nums};
+use crate::eval::exec::{
+    arith_lambda, array_lambda_parts, int_lambda, int_lambda_runs, run_num_prog_nums,
+};
+use crate::eval::ops::Num;
 use crate::eval::print::inspect_plain;
 use crate::eval::symbol::Sym;
 use crate::ext::{
-    Args, Array, CallContext, Func, Lines, Produce, Records, Registry, Role, RuntimeError, Stage,
-    StageContext, Stream, Value,
+    Args, Array, CallContext, Func, Lent, Lines, Produce, Records, Registry, Role, RuntimeError,
+    Stage, StageContext, Stream, Value,
 };
 use crate::runtime::assist::{self, Results};
 use crate::runtime::stream::connect;
@@ -279,6 +282,51 @@ impl Stage for MapStage {
                     let _ = cx.emit(v);
                 }
                 Err(e) => cx.report(e),
+            }
+        }
+        true
+    }
+
+    /// `map{w -> [w, 1]}` over lent strings: the pairs are lent on as records (the
+    /// string and the constants), made arrays only if the next stage refuses them.
+    fn on_lent(
+        &mut self,
+        lent: Lent<'_>,
+        cx: &mut StageContext,
+        pass: &mut dyn FnMut(Lent<'_>) -> bool,
+    ) -> bool {
+        let lines = match lent {
+            Lent::Lines(lines) => lines,
+            Lent::Records(records) => return self.on_records(records, cx),
+        };
+        let Some(parts) = array_lambda_parts(&self.f) else {
+            return self.on_lines(lines, cx);
+        };
+        let strings: Vec<&[u8]> = lines.iter().collect();
+        let width = parts.len();
+        let mut numbers = Vec::with_capacity(strings.len() * width);
+        for _ in 0..strings.len() {
+            numbers.extend(parts.iter().map(|p| p.as_ref().and_then(Num::of)));
+        }
+        let string_fields = parts
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| p.is_none() && *i < 64)
+            .fold(0u64, |m, (i, _)| m | 1 << i);
+        let row = |r: usize| {
+            let items = parts
+                .iter()
+                .map(|p| match p {
+                    None => Value::bytes(strings[r]),
+                    Some(c) => c.clone(),
+                })
+                .collect();
+            Value::array(items)
+        };
+        let records = Records::new(None, width, &numbers, (&strings, string_fields), &row);
+        if !pass(Lent::Records(&records)) {
+            for r in 0..records.len() {
+                let _ = cx.emit(records.row(r));
             }
         }
         true

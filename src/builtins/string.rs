@@ -206,21 +206,82 @@ fn chars(s: &[u8], _a: &Args) -> Result<Value, RuntimeError> {
 
 /// Splits at runs of ASCII whitespace; no empty fields (D57).
 fn split_whitespace(s: &[u8]) -> Value {
-    let mut out = Vec::new();
+    let mut spans = Vec::new();
+    word_spans(s, &mut spans);
+    Value::array(spans.iter().map(|&(a, b)| Value::bytes(&s[a..b])).collect())
+}
+
+/// Appends the byte ranges of the words of `s` (runs of ASCII non-whitespace, what
+/// `split()` makes strings of) to `spans`. Sixteen bytes at a time: a mask of the
+/// whitespace among them, whose edges are where words start and end.
+pub(crate) fn word_spans(s: &[u8], spans: &mut Vec<(usize, usize)>) {
+    let n = s.len();
+    // Whether the byte before `i` is whitespace (or `i` is 0), and where the current
+    // word started.
+    let mut after_space = true;
+    let mut start = 0;
     let mut i = 0;
-    while i < s.len() {
-        while i < s.len() && is_space(s[i]) {
-            i += 1;
+    while i + 16 <= n {
+        let mask = space_mask16(&s[i..i + 16]);
+        // Bit j: the byte before j is whitespace.
+        let before = (mask << 1 | u32::from(after_space)) & 0xFFFF;
+        let starts = !mask & before & 0xFFFF;
+        let ends = mask & !before;
+        let mut edges = starts | ends;
+        while edges != 0 {
+            let j = edges.trailing_zeros() as usize;
+            if starts >> j & 1 == 1 {
+                start = i + j;
+            } else {
+                spans.push((start, i + j));
+            }
+            edges &= edges - 1;
         }
-        let start = i;
-        while i < s.len() && !is_space(s[i]) {
-            i += 1;
-        }
-        if i > start {
-            out.push(Value::bytes(&s[start..i]));
-        }
+        after_space = mask >> 15 & 1 == 1;
+        i += 16;
     }
-    Value::array(out)
+    for (j, &b) in s.iter().enumerate().skip(i) {
+        let space = is_space(b);
+        if after_space && !space {
+            start = j;
+        } else if !after_space && space {
+            spans.push((start, j));
+        }
+        after_space = space;
+    }
+    if !after_space {
+        spans.push((start, n));
+    }
+}
+
+/// A bit for each of the 16 bytes of `b` that is ASCII whitespace (`is_space`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn space_mask16(b: &[u8]) -> u32 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8, _mm_sub_epi8,
+    };
+    assert!(b.len() >= 16);
+    // SAFETY: SSE2 is part of x86_64; the load reads the 16 bytes checked above.
+    unsafe {
+        let v = _mm_loadu_si128(b.as_ptr() as *const __m128i);
+        let space = _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8));
+        // 9..=13 (tab, newline, vertical tab, form feed, carriage return): v - 9 <= 4.
+        let off = _mm_sub_epi8(v, _mm_set1_epi8(9));
+        let four = _mm_set1_epi8(4);
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(off, four), four);
+        _mm_movemask_epi8(_mm_or_si128(space, control)) as u32
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn space_mask16(b: &[u8]) -> u32 {
+    b[..16]
+        .iter()
+        .enumerate()
+        .fold(0, |m, (j, &c)| m | u32::from(is_space(c)) << j)
 }
 
 fn split(s: &[u8], a: &Args) -> Result<Value, RuntimeError> {
@@ -788,7 +849,7 @@ pub fn register(r: &Registry) {
     defb(&ns, "length", 1, 1, length);
     defb(&ns, "bytesize", 1, 1, bytesize);
     defb(&ns, "chars", 1, 1, chars);
-    defb(&ns, "split", 1, 2, split);
+    ns.define_bytes_method_as("split", 1, 2, BytesKind::Split, split);
     def(&ns, "number", 1, 1, number);
     ns.define_bytes_method_as("contains", 2, 2, BytesKind::Contains, contains);
     defb(&ns, "starts_with", 2, 2, starts_with);
@@ -877,6 +938,41 @@ mod ascii_tests {
             }
         }
         assert_eq!(char_count("héllo wörld, ünïcode!".as_bytes()), 21);
+    }
+
+    #[test]
+    fn words_are_found_sixteen_bytes_at_a_time_as_byte_by_byte() {
+        // Every whitespace byte, control bytes that are not whitespace, words across
+        // the 16-byte steps, and every length up to 70.
+        let alphabet = b"ab \t\n\x0b\x0c\r\x08\x0e\x1f!\xc3\xa9 x";
+        let mut seed = 7u64;
+        for len in 0..70 {
+            for _ in 0..40 {
+                let s: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        alphabet[(seed >> 33) as usize % alphabet.len()]
+                    })
+                    .collect();
+                let mut got = Vec::new();
+                super::word_spans(&s, &mut got);
+                let mut want = Vec::new();
+                let mut i = 0;
+                while i < s.len() {
+                    while i < s.len() && crate::builtins::number::is_space(s[i]) {
+                        i += 1;
+                    }
+                    let start = i;
+                    while i < s.len() && !crate::builtins::number::is_space(s[i]) {
+                        i += 1;
+                    }
+                    if i > start {
+                        want.push((start, i));
+                    }
+                }
+                assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&s));
+            }
+        }
     }
 
     #[test]

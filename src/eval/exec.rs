@@ -1576,6 +1576,21 @@ pub(crate) struct BytesLambda {
 }
 
 impl BytesLambda {
+    /// Whether the lambda is `{l -> l.split()}` (or `split(" ")`): the words of `l`.
+    pub(crate) fn splits_words(&self) -> bool {
+        let Func::Native(n) = &*self.method else {
+            return false;
+        };
+        n.bytes
+            .as_ref()
+            .is_some_and(|b| b.kind == super::func::BytesKind::Split)
+            && match &self.rest[..] {
+                [] => true,
+                [Value::Str(s)] => s.as_bytes() == b" ",
+                _ => false,
+            }
+    }
+
     /// The needle when the lambda is `{l -> l.contains(needle)}` with a needle a
     /// match of which lies within one line (not empty, no CR or newline).
     pub(crate) fn contains_needle(&self) -> Option<&[u8]> {
@@ -1622,6 +1637,36 @@ fn array_lambda(body: &Block, v: Value) -> Value {
         })
         .collect();
     Value::array(items)
+}
+
+/// The elements of an array lambda (`{w -> [w, 1]}`, `ir::Shape::Array`): `None` for
+/// the parameter, the constant otherwise. `None` for any other function.
+pub(crate) fn array_lambda_parts(f: &Value) -> Option<SmallVec<[Option<Value>; 4]>> {
+    let Value::Func(func) = f else { return None };
+    let Func::Closure { code, .. } = &**func else {
+        return None;
+    };
+    let FnBody::Plain { params: 1, body } = &code.body else {
+        return None;
+    };
+    if !matches!(
+        code.shape.get_or_init(|| lambda_shape(code)),
+        ir::Shape::Array
+    ) {
+        return None;
+    }
+    let [Stmt::Expr(Expr::Array { elems, .. })] = &body[..] else {
+        return None;
+    };
+    Some(
+        elems
+            .iter()
+            .map(|a| match a {
+                Arg::Pos(Expr::Const(c, _)) => Some(c.clone()),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// `None` when some argument is anything else (then they are evaluated as usual).

@@ -162,6 +162,9 @@ pub(crate) enum BytesKind {
     /// Whether its one argument, a string, occurs in the receiver (the builtin
     /// `contains`): a filter on it may search a block of lines at once.
     Contains,
+    /// `split`: with no argument (or `" "`) the words of the receiver (runs of
+    /// ASCII non-whitespace): a `flatmap` of it may split a block of lines at once.
+    Split,
 }
 
 impl BytesMethod {

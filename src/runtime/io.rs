@@ -518,15 +518,25 @@ impl Io {
     }
 }
 
-/// Lines lent by a reader for one call ([`Stage::on_lines`]): a block of its buffer
-/// holding whole lines, each ended by a newline except perhaps the last line of the
-/// input. Lines are found as they are asked for: a stage that searches the block
-/// (`filter{l -> l.contains("x")}`) or copies it (`stdout`) never splits it.
+/// Strings lent for one call ([`Stage::on_lines`]), borrowed from a buffer: the
+/// lines of a block a reader read (each ended by a newline except perhaps the input's
+/// last line), or the words a stage found in such lines. Lines are found as they are
+/// asked for: a stage that searches the block (`filter{l -> l.contains("x")}`) or
+/// copies it (`stdout`) never splits it.
 pub struct Lines<'a> {
-    block: &'a [u8],
-    /// The block ends with a newline (else its last line is the input's unterminated
-    /// last line).
-    terminated: bool,
+    repr: Repr<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Repr<'a> {
+    /// Whole lines; `terminated`: the block ends with a newline (else its last line is
+    /// the input's unterminated last line).
+    Block { block: &'a [u8], terminated: bool },
+    /// The strings at these byte ranges of `buf`.
+    Spans {
+        buf: &'a [u8],
+        spans: &'a [(usize, usize)],
+    },
 }
 
 /// The line of `block` (from `start`, ending at the newline `nl` or the block's end)
@@ -540,93 +550,154 @@ fn line_at(block: &[u8], start: usize, nl: Option<usize>) -> &[u8] {
     }
 }
 
+/// The strings of [`Lines`], in order.
+pub struct LinesIter<'a> {
+    repr: Repr<'a>,
+    /// Block: where the next line starts. Spans: the next span.
+    at: usize,
+}
+
+impl<'a> Iterator for LinesIter<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self.repr {
+            Repr::Block { block, .. } => {
+                let start = self.at;
+                if start >= block.len() {
+                    return None;
+                }
+                let nl = memchr::memchr(b'\n', &block[start..]).map(|p| start + p);
+                self.at = nl.map_or(block.len(), |nl| nl + 1);
+                Some(line_at(block, start, nl))
+            }
+            Repr::Spans { buf, spans } => {
+                let &(a, b) = spans.get(self.at)?;
+                self.at += 1;
+                Some(&buf[a..b])
+            }
+        }
+    }
+}
+
 impl<'a> Lines<'a> {
-    /// How many lines there are.
+    /// The strings at `spans` (byte ranges) of `buf`: words found in lines.
+    pub fn spans(buf: &'a [u8], spans: &'a [(usize, usize)]) -> Lines<'a> {
+        Lines {
+            repr: Repr::Spans { buf, spans },
+        }
+    }
+
+    /// How many strings there are.
     pub fn len(&self) -> usize {
-        let newlines = memchr::memchr_iter(b'\n', self.block).count();
-        newlines + usize::from(!self.terminated && !self.block.is_empty())
+        match self.repr {
+            Repr::Block { block, terminated } => {
+                let newlines = memchr::memchr_iter(b'\n', block).count();
+                newlines + usize::from(!terminated && !block.is_empty())
+            }
+            Repr::Spans { spans, .. } => spans.len(),
+        }
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.block.is_empty()
+        match self.repr {
+            Repr::Block { block, .. } => block.is_empty(),
+            Repr::Spans { spans, .. } => spans.is_empty(),
+        }
     }
 
-    /// The lines, in order, without their line ends.
-    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
-        let block = self.block;
-        let mut start = 0;
-        let mut newlines = memchr::memchr_iter(b'\n', block);
-        std::iter::from_fn(move || match newlines.next() {
-            Some(nl) => {
-                let line = line_at(block, start, Some(nl));
-                start = nl + 1;
-                Some(line)
-            }
-            None if start < block.len() => {
-                let line = line_at(block, start, None);
-                start = block.len();
-                Some(line)
-            }
-            None => None,
-        })
+    /// The strings, in order (lines without their line ends).
+    pub fn iter(&self) -> LinesIter<'a> {
+        LinesIter {
+            repr: self.repr,
+            at: 0,
+        }
     }
 
-    /// The lines that contain `needle`, in order, found by searching the whole block
-    /// (not line by line); `needle` must not be empty nor hold a CR or newline (so that
-    /// a match lies within one line).
+    /// The whole lines of a reader's block, with their newlines, as one slice: for a
+    /// stage that splits the text itself (words do not cross line ends). `None` for
+    /// other strings.
+    pub fn text(&self) -> Option<&'a [u8]> {
+        match self.repr {
+            Repr::Block { block, .. } => Some(block),
+            Repr::Spans { .. } => None,
+        }
+    }
+
+    /// The strings that contain `needle`, in order; `needle` must not be empty nor
+    /// hold a CR or newline (so that a match lies within one line). Lines of a block
+    /// are found by searching the whole block (not line by line).
     pub fn containing<'n>(
         &self,
         needle: &'n memchr::memmem::Finder<'n>,
-    ) -> impl Iterator<Item = &'a [u8]> + 'n
+    ) -> Box<dyn Iterator<Item = &'a [u8]> + 'n>
     where
         'a: 'n,
     {
-        let block = self.block;
-        let mut from = 0;
-        std::iter::from_fn(move || {
-            let at = from + needle.find(&block[from..])?;
-            let start = memchr::memrchr(b'\n', &block[..at]).map_or(0, |p| p + 1);
-            let nl = memchr::memchr(b'\n', &block[at..]).map(|p| at + p);
-            from = nl.map_or(block.len(), |nl| nl + 1);
-            Some(line_at(block, start, nl))
-        })
+        match self.repr {
+            Repr::Block { block, .. } => {
+                let mut from = 0;
+                Box::new(std::iter::from_fn(move || {
+                    let at = from + needle.find(&block[from..])?;
+                    let start = memchr::memrchr(b'\n', &block[..at]).map_or(0, |p| p + 1);
+                    let nl = memchr::memchr(b'\n', &block[at..]).map(|p| at + p);
+                    from = nl.map_or(block.len(), |nl| nl + 1);
+                    Some(line_at(block, start, nl))
+                }))
+            }
+            Repr::Spans { .. } => Box::new(self.iter().filter(|s| needle.find(s).is_some())),
+        }
     }
 
     /// The lines as they were read, line ends included, when writing them back is
-    /// writing each line and a newline: every line is terminated, and by a single
-    /// newline (no CR to drop).
+    /// writing each line and a newline: a block whose every line is terminated, and
+    /// by a single newline (no CR to drop).
     pub fn as_block(&self) -> Option<&'a [u8]> {
-        let plain = self.terminated && memchr::memmem::find(self.block, b"\r\n").is_none();
-        plain.then_some(self.block)
+        match self.repr {
+            Repr::Block { block, terminated } => {
+                let plain = terminated && memchr::memmem::find(block, b"\r\n").is_none();
+                plain.then_some(block)
+            }
+            Repr::Spans { .. } => None,
+        }
     }
 }
 
-/// Records a parser (`csv`) made of lent [`Lines`] and lends on to the stage fused
-/// after it ([`Stage::on_records`]) before any of them is a row: the field names, the
-/// numbers among the fields, and the row each record would be.
+/// Records a stage made and lends to the stage fused after it
+/// ([`Stage::on_records`]) before any of them is a value: `csv`'s records of a
+/// block of lines, `map{w -> [w, 1]}`'s pairs. Each has `width` fields; a field may
+/// be known as a number or as a string without being a value.
 pub struct Records<'a> {
-    names: &'a Fields,
+    names: Option<&'a Fields>,
     width: usize,
     /// `width` per record: the number a field is, if it is one.
     numbers: &'a [Option<Num>],
+    /// One string per record: the fields in `string_fields` (a bit per field).
+    strings: &'a [&'a [u8]],
+    string_fields: u64,
     row: &'a dyn Fn(usize) -> Value,
 }
 
 impl<'a> Records<'a> {
-    /// Records of `width` fields named `names`; `numbers` holds `width` entries per
-    /// record (the number a field is, if it is one); `row(r)` makes record `r` as the
-    /// value the parser would emit.
+    /// Records of `width` fields, named `names` if they are structs; `numbers` holds
+    /// `width` entries per record (the number a field is, if it is one); the fields
+    /// whose bits are set in `string_fields` are, in record `r`, the string
+    /// `strings[r]`; `row(r)` makes record `r` as the value the stage would emit.
     pub(crate) fn new(
-        names: &'a Fields,
+        names: Option<&'a Fields>,
         width: usize,
         numbers: &'a [Option<Num>],
+        (strings, string_fields): (&'a [&'a [u8]], u64),
         row: &'a dyn Fn(usize) -> Value,
     ) -> Records<'a> {
         Records {
             names,
             width,
             numbers,
+            strings,
+            string_fields,
             row,
         }
     }
@@ -641,9 +712,15 @@ impl<'a> Records<'a> {
         self.numbers.is_empty()
     }
 
-    /// The position of the first field called `name` (as `Array::field` finds it).
+    /// How many fields a record has.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The position of the first field called `name` (as `Array::field` finds it);
+    /// `None` also when the records are plain arrays.
     pub fn position(&self, name: &[u8]) -> Option<usize> {
-        self.names
+        self.names?
             .iter()
             .position(|f| f.as_ref().is_some_and(|f| f.as_bytes() == name))
     }
@@ -658,10 +735,29 @@ impl<'a> Records<'a> {
         self.numbers[r * self.width + i]
     }
 
-    /// Record `r` as a row (a struct with the field names).
+    /// Field `i` of record `r` when it is a string known as such.
+    #[inline]
+    pub fn text(&self, r: usize, i: usize) -> Option<&'a [u8]> {
+        if i < 64 && self.string_fields >> i & 1 == 1 {
+            self.strings.get(r).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Record `r` as a value (a struct with the field names, or an array).
     pub fn row(&self, r: usize) -> Value {
         (self.row)(r)
     }
+}
+
+/// What a stage lends the stage fused after it ([`Stage::on_lent`]).
+#[derive(Clone, Copy)]
+pub enum Lent<'a> {
+    /// Strings: lines of a reader, or words of lines.
+    Lines(&'a Lines<'a>),
+    /// Records: of a parser, or pairs of a `map`.
+    Records(&'a Records<'a>),
 }
 
 /// Room left before the data of a read-ahead chunk, where the partial line before it
@@ -918,8 +1014,10 @@ impl Stage for LineReader {
             return Some(Ok(Produce::Done));
         }
         let lines = Lines {
-            block: &self.buf[start..end],
-            terminated,
+            repr: Repr::Block {
+                block: &self.buf[start..end],
+                terminated,
+            },
         };
         if !take(&lines) {
             for line in lines.iter() {

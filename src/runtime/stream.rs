@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
+use smallvec::{smallvec, SmallVec};
 use tokio::sync::{mpsc, Notify};
 
-pub use super::io::{Lines, Records};
+pub use super::io::{Lent, Lines, Records};
 use crate::eval::error::RuntimeError;
 use crate::eval::func::Frame;
 use crate::eval::interp::Globals;
@@ -220,23 +221,30 @@ pub trait Stage: Send + 'static {
         false
     }
 
-    /// [`on_lines`](Stage::on_lines) for a stage that parses lines into records
-    /// (`csv`) and may lend them on, before making rows of them, to the stage fused
-    /// after it: `pass` takes a batch of [`Records`], in order, or refuses it (returns
-    /// false), and then they must be emitted as rows. The default ignores `pass`.
-    fn on_lines_lending(
+    /// What the stage before lends, with the chance to lend on in turn: a stage that
+    /// turns lines into records (`csv`), words (`flatmap{l -> l.split()}`) or pairs
+    /// (`map{w -> [w, 1]}`) may hand what it makes to the stage fused after it through
+    /// `pass`, before making values of it; `pass` takes it, in order, or refuses it
+    /// (returns false), and then the values must be emitted as usual. Returns what
+    /// [`on_lines`](Stage::on_lines) and [`on_records`](Stage::on_records) return, to
+    /// which the default hands `lent` (ignoring `pass`).
+    fn on_lent(
         &mut self,
-        lines: &Lines<'_>,
+        lent: Lent<'_>,
         cx: &mut StageContext,
-        _pass: &mut dyn FnMut(&Records<'_>) -> bool,
+        _pass: &mut dyn FnMut(Lent<'_>) -> bool,
     ) -> bool {
-        self.on_lines(lines, cx)
+        match lent {
+            Lent::Lines(lines) => self.on_lines(lines, cx),
+            Lent::Records(records) => self.on_records(records, cx),
+        }
     }
 
-    /// Records lent by the parser this stage reads from, as if they had arrived as
-    /// rows: handle them all and return true, or return false having done nothing
-    /// (the default) to receive them as rows. Lets `map{row -> row.price * row.qty}`
-    /// after `csv()` compute without making a row of each record.
+    /// Records lent by the stage this stage reads from, as if they had arrived as
+    /// values: handle them all and return true, or return false having done nothing
+    /// (the default) to receive them as values. Lets `map{row -> row.price *
+    /// row.qty}` after `csv()` compute without making a row of each record, and
+    /// `reduce_by_key` count words without a pair per word.
     fn on_records(&mut self, _records: &Records<'_>, _cx: &mut StageContext) -> bool {
         false
     }
@@ -989,11 +997,9 @@ struct Task {
     window: std::time::Instant,
     /// When a producing head last let other tasks run.
     last_yield: std::time::Instant,
-    /// Whether the head lends its lines to the next link (`lend_lines`): `None`
-    /// until asked; after a refusal, never again.
-    lending: Option<bool>,
-    /// Likewise, whether the next link lends the records it parses to the one after.
-    lending_records: Option<bool>,
+    /// For each link, whether it takes what the link before lends (`lend_lines`):
+    /// `None` until asked; after a refusal, never again.
+    lent: Vec<Option<bool>>,
 }
 
 /// A producing chain runs this long between yields to the runtime. Yielding after
@@ -1028,8 +1034,7 @@ impl Task {
             batches: 0,
             window: std::time::Instant::now(),
             last_yield: std::time::Instant::now(),
-            lending: None,
-            lending_records: None,
+            lent: Vec::new(),
         }
     }
 
@@ -1070,11 +1075,8 @@ impl Task {
             if k + 1 == busy.len() && self.links[k].stream.role == Role::Consumer {
                 continue;
             }
-            // Lent lines exist only in the reader's buffer, lent records only in the
-            // parser: the borrowers stay with them.
-            if (k == 1 && self.lending == Some(true))
-                || (k == 2 && self.lending_records == Some(true))
-            {
+            // What is lent exists only in the lender's buffers: the borrowers stay.
+            if k <= self.lending_depth() {
                 continue;
             }
             let a: std::time::Duration = busy[..k].iter().sum();
@@ -1104,8 +1106,8 @@ impl Task {
             batches: 0,
             window: std::time::Instant::now(),
             last_yield: std::time::Instant::now(),
-            lending: Some(false),
-            lending_records: Some(false),
+            // Its head is no reader.
+            lent: Vec::new(),
         };
         // A thread of its own: as a runtime task, woken by the other half, it would
         // sit in that worker's LIFO slot, which no idle worker may steal, and both
@@ -1201,31 +1203,30 @@ impl Task {
     /// (`Stage::on_lines`): no string is made per line. Returns false, having done
     /// nothing, when the turn must go through `produce`.
     fn lend_lines(&mut self, r: &mut Result<Produce, ()>) -> bool {
-        if self.lending == Some(false) || self.links.len() < 2 || !lending_enabled() {
+        if !self.producer || self.links.len() < 2 || !lending_enabled() {
             return false;
         }
-        if self.links[1].done || self.should_stop(1) || !self.only_to_next(0) {
+        self.lent.resize(self.links.len(), None);
+        if self.lent[1] == Some(false) || self.links[1].done || self.should_stop(1) {
             return false;
         }
-        // The next link may lend the records it parses on to the one after it.
-        let records = self.lending_records != Some(false)
-            && self.links.len() > 2
-            && !self.links[2].done
-            && !self.should_stop(2)
-            && self.only_to_next(1);
-        let Task {
-            g,
-            top,
-            links,
-            lending,
-            lending_records,
-            ..
-        } = self;
+        if !self.only_to_next(0) {
+            return false;
+        }
+        // How far down the chain lending may go this turn.
+        let mut depth = 1;
+        while depth + 1 < self.links.len()
+            && self.lent[depth + 1] != Some(false)
+            && !self.links[depth + 1].done
+            && !self.should_stop(depth + 1)
+            && self.only_to_next(depth)
+        {
+            depth += 1;
+        }
+        let Task { g, top, links, .. } = self;
         let (head, rest) = links.split_at_mut(1);
         let l0 = &mut head[0];
-        let (l1, rest) = rest.split_at_mut(1);
-        let l1 = &mut l1[0];
-        let (Some(reader), Some(next)) = (l0.stage.as_mut(), l1.stage.as_mut()) else {
+        let Some(reader) = l0.stage.as_mut() else {
             return false;
         };
         let mut cx0 = StageContext {
@@ -1233,55 +1234,25 @@ impl Task {
             top,
             out: &mut l0.out,
         };
-        let mut cx1 = StageContext {
-            g,
-            top,
-            out: &mut l1.out,
-        };
-        let mut after = match rest.first_mut() {
-            Some(l2) if records => l2.stage.as_mut().map(|st| {
-                (
-                    st,
-                    StageContext {
-                        g,
-                        top,
-                        out: &mut l2.out,
-                    },
-                )
-            }),
-            _ => None,
-        };
-        let mut taken = None;
-        let mut records_taken = None;
+        let mut taken: SmallVec<[Option<(bool, &'static str)>; 4]> = smallvec![None; depth];
         // The time goes to the head (`busy`): the borrowers are never cut from it.
         let produced = reader.produce_lines(&mut cx0, &mut |lines| {
-            let ok = match after.as_mut() {
-                Some((st, cx2)) => next.on_lines_lending(lines, &mut cx1, &mut |recs| {
-                    let ok = st.on_records(recs, cx2);
-                    records_taken = Some(ok);
-                    ok
-                }),
-                None => next.on_lines(lines, &mut cx1),
-            };
-            taken = Some(ok);
-            ok
+            lend_through(&mut rest[..depth], g, top, Lent::Lines(lines), &mut taken)
         });
         let Some(produced) = produced else {
-            *lending = Some(false);
+            self.lent[1] = Some(false);
             return false;
         };
         let trace = std::env::var_os("STRM_TRACE_LINES").is_some();
-        if let Some(ok) = taken {
-            if lending.is_none() && trace {
-                eprintln!("lines lent: {}", if ok { "taken" } else { "refused" });
+        for (i, t) in taken.iter().enumerate() {
+            if let Some((ok, what)) = *t {
+                let slot = &mut self.lent[i + 1];
+                if slot.is_none() && trace {
+                    let verdict = if ok { "taken" } else { "refused" };
+                    eprintln!("{what} lent to stage {}: {verdict}", i + 1);
+                }
+                *slot = Some(ok);
             }
-            *lending = Some(ok);
-        }
-        if let Some(ok) = records_taken {
-            if lending_records.is_none() && trace {
-                eprintln!("records lent: {}", if ok { "taken" } else { "refused" });
-            }
-            *lending_records = Some(ok);
         }
         match produced {
             Ok(p) => *r = Ok(p),
@@ -1291,6 +1262,15 @@ impl Task {
             }
         }
         true
+    }
+
+    /// How many links after the head take what is lent to them (0: none).
+    fn lending_depth(&self) -> usize {
+        self.lent
+            .iter()
+            .skip(1)
+            .take_while(|t| **t == Some(true))
+            .count()
     }
 
     /// Whether link `i`'s only destination is the next link, fused, and nothing of
@@ -1546,11 +1526,12 @@ impl Task {
                     self.flush(0, true).await;
                     if lent {
                         // The borrowers' output, in chain order.
-                        for i in 1..self.links.len().min(3) {
+                        let depth = (self.lending_depth() + 1).min(self.links.len() - 1);
+                        for i in 1..=depth {
                             self.flush(i, false).await;
                             self.drain().await;
                         }
-                        for i in 1..self.links.len().min(3) {
+                        for i in 1..=depth {
                             if self.should_stop(i) {
                                 self.finish_link(i).await;
                             }
@@ -1601,6 +1582,39 @@ const SPLIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 /// A half of a chain must cost at least this much per batch to run on its own task
 /// (a hand-over costs a few microseconds when the other side sleeps).
 const SPLIT_MIN_BATCH_COST: std::time::Duration = std::time::Duration::from_micros(25);
+
+/// Lends `lent` to the first of `links`, which may lend what it makes of it to the
+/// next, and so on; `taken[i]` records whether link `i` took it, and what it was.
+fn lend_through(
+    links: &mut [Link],
+    g: &Arc<Globals>,
+    top: &Arc<Frame>,
+    lent: Lent<'_>,
+    taken: &mut [Option<(bool, &'static str)>],
+) -> bool {
+    let (Some((first, rest)), Some((t0, trest))) =
+        (links.split_first_mut(), taken.split_first_mut())
+    else {
+        return false;
+    };
+    let Some(stage) = first.stage.as_mut() else {
+        return false;
+    };
+    let mut cx = StageContext {
+        g,
+        top,
+        out: &mut first.out,
+    };
+    let ok = stage.on_lent(lent, &mut cx, &mut |next| {
+        lend_through(&mut *rest, g, top, next, &mut *trest)
+    });
+    let what = match lent {
+        Lent::Lines(_) => "lines",
+        Lent::Records(_) => "records",
+    };
+    *t0 = Some((ok, what));
+    ok
+}
 
 /// Fused chains split themselves where parallelism pays unless `STRM_SPLIT=0`.
 fn split_enabled() -> bool {
