@@ -2000,10 +2000,21 @@ fn run_int_prog_args<A: ArgList + ?Sized>(p: &ir::IntProg, args: &A) -> Option<V
                 Value::Int(v) => Some(v),
                 _ => None,
             },
-            IntProg::Op(op, l, r) => match apply(*op, int(l, args)?, int(r, args)?)? {
+            IntProg::Op(op, l, r) => match apply(*op, leaf(l, args)?, leaf(r, args)?)? {
                 Value::Int(v) => Some(v),
                 _ => None,
             },
+        }
+    }
+    /// A parameter or constant without a recursive call (the operands of most
+    /// operations); anything else through `int`.
+    #[inline(always)]
+    fn leaf<A: ArgList + ?Sized>(p: &IntProg, args: &A) -> Option<i64> {
+        match p {
+            IntProg::X => arg(args, 0),
+            IntProg::P(i) => arg(args, *i),
+            IntProg::C(c) => Some(*c),
+            _ => int(p, args),
         }
     }
     #[inline]
@@ -2018,8 +2029,8 @@ fn run_int_prog_args<A: ArgList + ?Sized>(p: &ir::IntProg, args: &A) -> Option<V
     }
     match p {
         IntProg::XC(op, c) => apply(*op, arg(args, 0)?, *c),
-        IntProg::Op(op, l, r) => apply(*op, int(l, args)?, int(r, args)?),
-        leaf => int(leaf, args).map(Value::Int),
+        IntProg::Op(op, l, r) => apply(*op, leaf(l, args)?, leaf(r, args)?),
+        other => int(other, args).map(Value::Int),
     }
 }
 
