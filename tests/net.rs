@@ -232,6 +232,46 @@ fn echo_half_close_loses_nothing() {
     server.assert_running();
 }
 
+/// `s | s` sends the lines of a read on joined into one string when its writer only
+/// writes lines: what comes back is still each line without the CR before its
+/// newline (D38), whether a read holds CRLF lines, a CR inside a line, empty lines or
+/// part of a line longer than a read.
+#[test]
+fn echo_of_joined_lines_is_the_lines() {
+    let mut server = Server::start(&example("echo.strm"), free_port());
+    let mut data = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..30000 {
+        let body = format!(
+            "l{i}{}{}",
+            "z".repeat(i % 61),
+            if i % 17 == 0 { "\ra" } else { "" }
+        );
+        let crlf = i % 211 == 0 || (10_000..10_050).contains(&i);
+        data.extend_from_slice(body.as_bytes());
+        data.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+        expected.extend_from_slice(body.as_bytes());
+        expected.push(b'\n');
+        if i % 5000 == 0 {
+            data.extend(std::iter::repeat_n(b'w', 150_000));
+            data.extend_from_slice(b"\r\n\n");
+            expected.extend(std::iter::repeat_n(b'w', 150_000));
+            expected.extend_from_slice(b"\n\n");
+        }
+    }
+    let mut s = server.connect("127.0.0.1");
+    let mut w = s.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let got = read_all(&mut s);
+    sender.join().unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "echo differs");
+    server.assert_running();
+}
+
 /// D40: clients that vanish (reset, close unread) do not disturb the server.
 #[test]
 fn echo_survives_resets() {

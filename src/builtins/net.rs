@@ -433,6 +433,44 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 /// The line being assembled is longer than allowed (D38).
 struct LineTooLong;
 
+/// Emits the complete lines of `buf` (the first `from` bytes hold no newline) and
+/// returns where its unterminated rest starts. With `joined`, lines that need no
+/// change (no CR to drop) go out as one string holding them joined by newlines: for
+/// destinations that only write lines, that is the same bytes as one value per line.
+fn emit_lines(
+    buf: &[u8],
+    from: usize,
+    out: &mut Outlet,
+    max: usize,
+    joined: bool,
+) -> Result<usize, LineTooLong> {
+    let mut start = 0;
+    let mut cr = false;
+    for pos in memchr::memchr_iter(b'\n', &buf[from..]) {
+        let pos = from + pos;
+        let line = strip_cr(&buf[start..pos]);
+        if line.len() > max {
+            return Err(LineTooLong);
+        }
+        if joined {
+            cr |= line.len() != pos - start;
+        } else {
+            out.emit(Value::bytes(line));
+        }
+        start = pos + 1;
+    }
+    if joined && start > 0 {
+        if cr {
+            for line in buf[..start - 1].split(|&b| b == b'\n') {
+                out.emit(Value::bytes(strip_cr(line)));
+            }
+        } else {
+            out.emit(Value::bytes(&buf[..start - 1]));
+        }
+    }
+    Ok(start)
+}
+
 /// Splits `data` (read into the scratch buffer while no line was pending) into lines;
 /// the unterminated rest goes to the empty `partial`.
 fn split_lines(
@@ -440,17 +478,10 @@ fn split_lines(
     partial: &mut Vec<u8>,
     out: &mut Outlet,
     max: usize,
+    joined: bool,
 ) -> Result<(), LineTooLong> {
     debug_assert!(partial.is_empty());
-    let mut start = 0;
-    for pos in memchr::memchr_iter(b'\n', data) {
-        let line = strip_cr(&data[start..pos]);
-        if line.len() > max {
-            return Err(LineTooLong);
-        }
-        out.emit(Value::bytes(line));
-        start = pos + 1;
-    }
+    let start = emit_lines(data, 0, out, max, joined)?;
     partial.extend_from_slice(&data[start..]);
     // One byte of slack: a CR that may turn out to precede the LF.
     if partial.len() > max + 1 || (partial.len() == max + 1 && partial.last() != Some(&b'\r')) {
@@ -467,17 +498,9 @@ fn split_in_place(
     from: usize,
     out: &mut Outlet,
     max: usize,
+    joined: bool,
 ) -> Result<(), LineTooLong> {
-    let mut start = 0;
-    for pos in memchr::memchr_iter(b'\n', &partial[from..]) {
-        let pos = from + pos;
-        let line = strip_cr(&partial[start..pos]);
-        if line.len() > max {
-            return Err(LineTooLong);
-        }
-        out.emit(Value::bytes(line));
-        start = pos + 1;
-    }
+    let start = emit_lines(partial, from, out, max, joined)?;
     if start > 0 {
         let rest = partial.len() - start;
         if rest == 0 {
@@ -537,13 +560,16 @@ impl Reader {
             if out.destinations_gone() {
                 return;
             }
+            // Lines for destinations that only write them (`s | s`, `s | stdout`)
+            // travel joined: one value per read, not one per line.
+            let joined = out.only_line_writers();
             let step = if !partial.is_empty() {
                 // Inside a line: read straight into its buffer.
                 partial.reserve(READ_CHUNK);
                 let from = partial.len();
                 match sock.try_read_buf(&mut partial) {
                     Ok(0) => ReadStep::Eof,
-                    Ok(_) => match split_in_place(&mut partial, from, out, max) {
+                    Ok(_) => match split_in_place(&mut partial, from, out, max, joined) {
                         Ok(()) => ReadStep::Data,
                         Err(LineTooLong) => ReadStep::TooLong,
                     },
@@ -559,7 +585,7 @@ impl Reader {
                     }
                     match sock.try_read(&mut buf) {
                         Ok(0) => ReadStep::Eof,
-                        Ok(n) => match split_lines(&buf[..n], &mut partial, out, max) {
+                        Ok(n) => match split_lines(&buf[..n], &mut partial, out, max, joined) {
                             Ok(()) => ReadStep::Data,
                             Err(LineTooLong) => ReadStep::TooLong,
                         },
@@ -635,6 +661,10 @@ struct Writer {
 impl Sink for Writer {
     fn run<'a>(self: Box<Self>, input: &'a mut Inlet) -> BoxFuture<'a> {
         Box::pin(async move { self.write_loop(input).await })
+    }
+
+    fn writes_lines(&self) -> bool {
+        true
     }
 }
 

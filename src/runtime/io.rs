@@ -1116,6 +1116,10 @@ impl Stage for LineWriter {
         }
     }
 
+    fn writes_lines(&self) -> bool {
+        true
+    }
+
     /// Lines read go out as they came: one copy of the whole block when nothing was
     /// dropped from it (no CR), else line by line.
     fn on_lines(&mut self, lines: &Lines<'_>, cx: &mut StageContext) -> bool {

@@ -198,6 +198,14 @@ pub trait Stage: Send + 'static {
         false
     }
 
+    /// A consumer whose whole effect is to write each value's printed text and a
+    /// newline, in order (`stdout`, a file): a source of lines may then send several
+    /// lines as one string that holds them joined by newlines, which writes the same
+    /// bytes (see [`Outlet::only_line_writers`]).
+    fn writes_lines(&self) -> bool {
+        false
+    }
+
     /// Producers of lines (readers): like [`produce`](Stage::produce), but this turn's
     /// lines are first offered to `take`, borrowed from the reader's buffer, and are
     /// emitted as string values only if it returns false. `None` (the default): not a
@@ -304,6 +312,12 @@ pub trait Source: Send + 'static {
 pub trait Sink: Send + 'static {
     /// The consumer's task: take batches from `input` until it returns `None`.
     fn run<'a>(self: Box<Self>, input: &'a mut Inlet) -> BoxFuture<'a>;
+
+    /// As [`Stage::writes_lines`]: the sink writes each value's printed text and a
+    /// newline, in order, and does nothing else.
+    fn writes_lines(&self) -> bool {
+        false
+    }
 }
 
 enum Behaviour {
@@ -362,6 +376,8 @@ pub struct Stream {
     orphaned: AtomicBool,
     /// Where the stream was created; errors of builtin stages are reported here.
     location: OnceLock<(Arc<SourceText>, Span)>,
+    /// Its behaviour writes lines and does nothing else (`Stage::writes_lines`).
+    writes_lines: bool,
 }
 
 impl Stream {
@@ -394,6 +410,11 @@ impl Stream {
     }
 
     fn with_behaviour(role: Role, behaviour: Behaviour, capacity: usize) -> Arc<Stream> {
+        let writes_lines = match &behaviour {
+            Behaviour::Stage(st) => st.writes_lines(),
+            Behaviour::Sink(sk) => sk.writes_lines(),
+            Behaviour::Source(_) => false,
+        };
         // A `Source` has no input, so no input channel (see `weak_tx`).
         let (tx, rx) = if matches!(behaviour, Behaviour::Source(_)) {
             (None, None)
@@ -415,6 +436,7 @@ impl Stream {
             finished: AtomicBool::new(false),
             orphaned: AtomicBool::new(false),
             location: OnceLock::new(),
+            writes_lines,
         })
     }
 
@@ -626,6 +648,19 @@ impl Outlet {
     /// Every destination has closed: stop producing (5.7).
     pub fn destinations_gone(&self) -> bool {
         self.out.stream.orphaned.load(Ordering::Acquire)
+    }
+
+    /// Whether every destination only writes lines (`Stage::writes_lines`): then
+    /// several lines may be sent as one string holding them joined by newlines, with
+    /// the same effect and one value instead of one per line.
+    pub fn only_line_writers(&mut self) -> bool {
+        self.out.refresh_dests();
+        !self.out.dests.is_empty()
+            && self
+                .out
+                .dests
+                .iter()
+                .all(|d| d.to.upgrade().is_some_and(|s| s.writes_lines))
     }
 
     /// Reports an error located at the stream's creation.
