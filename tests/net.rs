@@ -343,6 +343,42 @@ fn netcat_client_with_streem_server() {
     assert!(out.stdout == expected, "netcat output differs");
 }
 
+/// `s | stdout` sends the lines of a read joined into one string (stdout only writes
+/// lines): what is printed is still each line without the CR before its newline.
+#[test]
+fn lines_read_from_a_socket_print_as_lines() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sent = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..20000 {
+        let body = format!("row {i}{}", if i % 13 == 0 { " a\rb" } else { "" });
+        sent.extend_from_slice(body.as_bytes());
+        sent.extend_from_slice(if i % 7 == 0 { b"\r\n" } else { b"\n" });
+        expected.extend_from_slice(body.as_bytes());
+        expected.push(b'\n');
+    }
+    sent.extend_from_slice(b"\n\nlast\r");
+    expected.extend_from_slice(b"\n\nlast\r\n");
+    let server = thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.write_all(&sent).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        // Keep the connection until the client has read everything.
+        let _ = read_all(&mut c);
+    });
+    let program = format!("s = tcp_socket(\"127.0.0.1\", {port}); s | stdout");
+    let out = run(&["-e", &program], b"");
+    server.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), expected.len());
+    assert!(out.stdout == expected, "printed lines differ");
+}
+
 fn read_line(r: &mut BufReader<TcpStream>) -> String {
     let mut line = String::new();
     r.read_line(&mut line).expect("read a line");

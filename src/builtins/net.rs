@@ -239,6 +239,10 @@ struct Conn {
     reset_notify: Notify,
     /// The read side has seen end of file (or an error): nothing unread can be lost.
     read_done: AtomicBool,
+    /// The connection's write stream, to recognise an echo (`s | s`).
+    write_stream: OnceLock<std::sync::Weak<Stream>>,
+    /// Held while writing: by the writer, and by a reader that echoes directly.
+    write_lock: tokio::sync::Mutex<()>,
 }
 
 /// Closing a socket with unread input makes the kernel send a reset, which can destroy
@@ -307,6 +311,8 @@ impl Conn {
             reset: AtomicBool::new(false),
             reset_notify: Notify::new(),
             read_done: AtomicBool::new(false),
+            write_stream: OnceLock::new(),
+            write_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -317,6 +323,8 @@ impl Conn {
             reset: AtomicBool::new(false),
             reset_notify: Notify::new(),
             read_done: AtomicBool::new(false),
+            write_stream: OnceLock::new(),
+            write_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -397,9 +405,11 @@ impl IoBackend for ConnBackend {
     }
 
     fn make_writer(&self) -> Option<Arc<Stream>> {
-        Some(Stream::sink(Writer {
+        let stream = Stream::sink(Writer {
             conn: self.conn.clone(),
-        }))
+        });
+        let _ = self.conn.write_stream.set(Arc::downgrade(&stream));
+        Some(stream)
     }
 }
 
@@ -433,42 +443,96 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 /// The line being assembled is longer than allowed (D38).
 struct LineTooLong;
 
+/// Where the lines of a read go.
+enum Lines<'a> {
+    /// One value per line.
+    Values,
+    /// One string holding them joined by newlines: for destinations that only write
+    /// lines, the same bytes as one value per line.
+    Joined,
+    /// Written straight back to the connection's own socket (an echo, `s | s`, whose
+    /// writer has no other input): no value at all. What the socket does not take at
+    /// once waits in `backlog`, written before anything more is read.
+    Echo {
+        conn: &'a Conn,
+        sock: &'a tokio::net::TcpStream,
+        backlog: &'a mut Vec<u8>,
+    },
+}
+
 /// Emits the complete lines of `buf` (the first `from` bytes hold no newline) and
-/// returns where its unterminated rest starts. With `joined`, lines that need no
-/// change (no CR to drop) go out as one string holding them joined by newlines: for
-/// destinations that only write lines, that is the same bytes as one value per line.
+/// returns where its unterminated rest starts.
 fn emit_lines(
     buf: &[u8],
     from: usize,
     out: &mut Outlet,
     max: usize,
-    joined: bool,
+    to: &mut Lines<'_>,
 ) -> Result<usize, LineTooLong> {
     let mut start = 0;
     let mut cr = false;
+    let per_line = matches!(to, Lines::Values);
     for pos in memchr::memchr_iter(b'\n', &buf[from..]) {
         let pos = from + pos;
         let line = strip_cr(&buf[start..pos]);
         if line.len() > max {
             return Err(LineTooLong);
         }
-        if joined {
-            cr |= line.len() != pos - start;
-        } else {
+        if per_line {
             out.emit(Value::bytes(line));
+        } else {
+            cr |= line.len() != pos - start;
         }
         start = pos + 1;
     }
-    if joined && start > 0 {
-        if cr {
+    if start == 0 {
+        return Ok(0);
+    }
+    match to {
+        Lines::Values => {}
+        Lines::Joined if cr => {
             for line in buf[..start - 1].split(|&b| b == b'\n') {
                 out.emit(Value::bytes(strip_cr(line)));
             }
-        } else {
-            out.emit(Value::bytes(&buf[..start - 1]));
+        }
+        Lines::Joined => out.emit(Value::bytes(&buf[..start - 1])),
+        Lines::Echo {
+            conn,
+            sock,
+            backlog,
+        } => {
+            if cr {
+                let mut clean = Vec::with_capacity(start);
+                for line in buf[..start - 1].split(|&b| b == b'\n') {
+                    clean.extend_from_slice(strip_cr(line));
+                    clean.push(b'\n');
+                }
+                echo_now(conn, sock, &clean, backlog);
+            } else {
+                echo_now(conn, sock, &buf[..start], backlog);
+            }
         }
     }
     Ok(start)
+}
+
+/// Writes `bytes` to the socket as far as it takes them without waiting (and only if
+/// nothing is waiting before them and the writer is not writing); the rest goes to
+/// `backlog`.
+fn echo_now(conn: &Conn, sock: &tokio::net::TcpStream, mut bytes: &[u8], backlog: &mut Vec<u8>) {
+    if backlog.is_empty() {
+        if let Ok(_guard) = conn.write_lock.try_lock() {
+            while !bytes.is_empty() {
+                match sock.try_write(bytes) {
+                    Ok(n) => bytes = &bytes[n..],
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    // Full (or failed: the wait for room reports it).
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    backlog.extend_from_slice(bytes);
 }
 
 /// Splits `data` (read into the scratch buffer while no line was pending) into lines;
@@ -478,10 +542,10 @@ fn split_lines(
     partial: &mut Vec<u8>,
     out: &mut Outlet,
     max: usize,
-    joined: bool,
+    to: &mut Lines<'_>,
 ) -> Result<(), LineTooLong> {
     debug_assert!(partial.is_empty());
-    let start = emit_lines(data, 0, out, max, joined)?;
+    let start = emit_lines(data, 0, out, max, to)?;
     partial.extend_from_slice(&data[start..]);
     // One byte of slack: a CR that may turn out to precede the LF.
     if partial.len() > max + 1 || (partial.len() == max + 1 && partial.last() != Some(&b'\r')) {
@@ -498,9 +562,9 @@ fn split_in_place(
     from: usize,
     out: &mut Outlet,
     max: usize,
-    joined: bool,
+    to: &mut Lines<'_>,
 ) -> Result<(), LineTooLong> {
-    let start = emit_lines(partial, from, out, max, joined)?;
+    let start = emit_lines(partial, from, out, max, to)?;
     if start > 0 {
         let rest = partial.len() - start;
         if rest == 0 {
@@ -556,20 +620,44 @@ impl Reader {
         };
         let max = max_line();
         let mut partial: Vec<u8> = Vec::new();
+        // An echo (`s | s`) writes its lines straight back: decided at the first
+        // read, given up (for good) when the writer gets another input.
+        let mut echo: Option<bool> = None;
+        let mut backlog: Vec<u8> = Vec::new();
         loop {
             if out.destinations_gone() {
                 return;
             }
-            // Lines for destinations that only write them (`s | s`, `s | stdout`)
-            // travel joined: one value per read, not one per line.
-            let joined = out.only_line_writers();
+            if !backlog.is_empty() {
+                if let Err(e) = self.write_backlog(sock, &mut backlog).await {
+                    self.echo_failed(out, e);
+                    return;
+                }
+            }
+            if echo != Some(false) {
+                let now = self.is_echo(out);
+                echo = Some(now && echo.is_none_or(|e| e));
+            }
+            // Lines for destinations that only write them (`s | stdout`) travel
+            // joined: one value per read, not one per line.
+            let mut to = if echo == Some(true) {
+                Lines::Echo {
+                    conn,
+                    sock,
+                    backlog: &mut backlog,
+                }
+            } else if out.only_line_writers() {
+                Lines::Joined
+            } else {
+                Lines::Values
+            };
             let step = if !partial.is_empty() {
                 // Inside a line: read straight into its buffer.
                 partial.reserve(READ_CHUNK);
                 let from = partial.len();
                 match sock.try_read_buf(&mut partial) {
                     Ok(0) => ReadStep::Eof,
-                    Ok(_) => match split_in_place(&mut partial, from, out, max, joined) {
+                    Ok(_) => match split_in_place(&mut partial, from, out, max, &mut to) {
                         Ok(()) => ReadStep::Data,
                         Err(LineTooLong) => ReadStep::TooLong,
                     },
@@ -585,7 +673,7 @@ impl Reader {
                     }
                     match sock.try_read(&mut buf) {
                         Ok(0) => ReadStep::Eof,
-                        Ok(n) => match split_lines(&buf[..n], &mut partial, out, max, joined) {
+                        Ok(n) => match split_lines(&buf[..n], &mut partial, out, max, &mut to) {
                             Ok(()) => ReadStep::Data,
                             Err(LineTooLong) => ReadStep::TooLong,
                         },
@@ -613,12 +701,24 @@ impl Reader {
                     conn.read_done.store(true, Ordering::Release);
                     // The peer has shut down its sending side: an unterminated last
                     // line is still a line (D38).
-                    if !partial.is_empty() {
+                    if echo == Some(true) {
+                        if !partial.is_empty() {
+                            backlog.extend_from_slice(&partial);
+                            backlog.push(b'\n');
+                        }
+                        if let Err(e) = self.write_backlog(sock, &mut backlog).await {
+                            self.echo_failed(out, e);
+                        }
+                    } else if !partial.is_empty() {
                         out.emit(Value::bytes(&partial));
                     }
                     return;
                 }
                 ReadStep::TooLong => {
+                    if let Err(e) = self.write_backlog(sock, &mut backlog).await {
+                        self.echo_failed(out, e);
+                        return;
+                    }
                     out.flush().await;
                     out.report(RuntimeError::new(format!(
                         "{}: line longer than {} bytes (limit set by STRM_MAX_LINE); \
@@ -629,7 +729,13 @@ impl Reader {
                     return;
                 }
                 ReadStep::Failed(e) => {
-                    if !partial.is_empty() {
+                    if echo == Some(true) {
+                        if !partial.is_empty() {
+                            backlog.extend_from_slice(&partial);
+                            backlog.push(b'\n');
+                        }
+                        let _ = self.write_backlog(sock, &mut backlog).await;
+                    } else if !partial.is_empty() {
                         out.emit(Value::bytes(&partial));
                     }
                     self.fail(out, e);
@@ -637,6 +743,63 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// Whether the only destination is this connection's own writer, with no other
+    /// input, and nothing is waiting to be sent to it: an echo.
+    fn is_echo(&self, out: &mut Outlet) -> bool {
+        let Some(w) = self
+            .conn
+            .write_stream
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+        else {
+            return false;
+        };
+        out.pending() == 0
+            && w.input_count() == 1
+            && out.sole_destination().is_some_and(|d| Arc::ptr_eq(&d, &w))
+    }
+
+    /// Writes what an echo could not write at once, waiting for room (D2: nothing
+    /// more is read meanwhile) and for the writer to finish a write of its own.
+    async fn write_backlog(
+        &self,
+        sock: &tokio::net::TcpStream,
+        backlog: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        if backlog.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.conn.write_lock.lock().await;
+        let mut done = 0;
+        while done < backlog.len() {
+            match sock.try_write(&backlog[done..]) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => sock.writable().await?,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        backlog.clear();
+        if backlog.capacity() > WRITE_KEEP {
+            *backlog = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// An echo's write failed: as for the writer, EPIPE/ECONNRESET end the write side
+    /// quietly (D40), anything else is reported; the writer is told, and nothing more
+    /// is read.
+    fn echo_failed(&self, out: &Outlet, e: io::Error) {
+        if !is_disconnect(&e) {
+            out.report(RuntimeError::new(format!(
+                "{}: write error: {}",
+                self.conn.describe(),
+                os_reason(&e)
+            )));
+        }
+        self.conn.mark_reset();
     }
 
     /// A read error ends the read side; the write side is told (a reset ends it too).
@@ -733,7 +896,11 @@ impl Writer {
                     None => break,
                 }
             }
-            if let Err(e) = buf.write_to(sock).await {
+            let written = {
+                let _guard = conn.write_lock.lock().await;
+                buf.write_to(sock).await
+            };
+            if let Err(e) = written {
                 // EPIPE/ECONNRESET end this write side only (D40).
                 if !is_disconnect(&e) {
                     input.report(RuntimeError::new(format!(

@@ -450,6 +450,11 @@ impl Stream {
         let _ = self.location.set((source.clone(), span));
     }
 
+    /// How many inputs are connected to it.
+    pub(crate) fn input_count(&self) -> u32 {
+        self.inputs.load(Ordering::Acquire)
+    }
+
     /// The stream has finished (its finishing step has run).
     pub fn is_closed(&self) -> bool {
         self.finished.load(Ordering::Acquire)
@@ -648,6 +653,15 @@ impl Outlet {
     /// Every destination has closed: stop producing (5.7).
     pub fn destinations_gone(&self) -> bool {
         self.out.stream.orphaned.load(Ordering::Acquire)
+    }
+
+    /// The one destination, if there is exactly one.
+    pub(crate) fn sole_destination(&mut self) -> Option<Arc<Stream>> {
+        self.out.refresh_dests();
+        match &self.out.dests[..] {
+            [d] => d.to.upgrade(),
+            _ => None,
+        }
     }
 
     /// Whether every destination only writes lines (`Stage::writes_lines`): then
