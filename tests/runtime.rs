@@ -301,16 +301,31 @@ fn an_expensive_pure_map_shares_its_batches_and_an_impure_one_does_not() {
     assert_eq!(printed.concat() + &got.concat(), want);
 }
 
-/// Runs `program` with `input` on standard input; `lend`: whether the reader may lend
-/// its lines (`STRM_LEND`). Returns (stdout, stderr, status, whether the trace says
-/// the lines were taken).
-fn run_lines(program: &str, input: &[u8], lend: bool) -> (Vec<u8>, String, i32, bool) {
-    let (out, err, status, taken, _) = run_lent(program, input, lend);
-    (out, err, status, taken)
+/// What `run_lent` gives.
+type Run = (Vec<u8>, String, i32, bool, bool);
+
+/// Runs `program` on `input` without and with lending; asserts that both give the
+/// same stdout, stderr and status, and that nothing was lent with `STRM_LEND=0`;
+/// returns the run with lending.
+fn compare_lending(program: &str, input: &[u8]) -> Run {
+    let plain = run_lent(program, input, false);
+    let lent = run_lent(program, input, true);
+    let what = format!("{program} on {} bytes", input.len());
+    assert!(!plain.3 && !plain.4, "{what}: lent with STRM_LEND=0");
+    assert_eq!(
+        String::from_utf8_lossy(&lent.0),
+        String::from_utf8_lossy(&plain.0),
+        "{what}: stdout"
+    );
+    assert_eq!(lent.1, plain.1, "{what}: stderr");
+    assert_eq!(lent.2, plain.2, "{what}: status");
+    lent
 }
 
-/// `run_lines`, also telling whether the trace says records were taken.
-fn run_lent(program: &str, input: &[u8], lend: bool) -> (Vec<u8>, String, i32, bool, bool) {
+/// Runs `program` with `input` on standard input; `lend`: whether the reader may lend
+/// its lines (`STRM_LEND`). Returns (stdout, stderr, status, whether the trace says the
+/// lines were taken, whether it says records were taken).
+fn run_lent(program: &str, input: &[u8], lend: bool) -> Run {
     let mut child = streem()
         .args(["-e", program])
         .env("STRM_LEND", if lend { "1" } else { "0" })
@@ -425,17 +440,8 @@ fn lines_lent_from_the_read_buffer_give_exactly_what_string_values_give() {
     ];
     for (program, takes) in programs {
         for input in inputs {
-            let plain = run_lines(program, input, false);
-            let lent = run_lines(program, input, true);
+            let lent = compare_lending(program, input);
             let what = format!("{program} on {} bytes", input.len());
-            assert!(!plain.3, "{what}: lent with STRM_LEND=0");
-            assert_eq!(
-                String::from_utf8_lossy(&lent.0),
-                String::from_utf8_lossy(&plain.0),
-                "{what}: stdout"
-            );
-            assert_eq!(lent.1, plain.1, "{what}: stderr");
-            assert_eq!(lent.2, plain.2, "{what}: status");
             if !input.is_empty() {
                 assert_eq!(lent.3, takes, "{what}: lines taken");
             }
@@ -488,17 +494,8 @@ fn records_lent_by_csv_give_exactly_what_rows_give() {
     ];
     for (program, records) in programs {
         for input in inputs {
-            let plain = run_lent(program, input, false);
-            let lent = run_lent(program, input, true);
+            let lent = compare_lending(program, input);
             let what = format!("{program} on {} bytes", input.len());
-            assert!(!plain.4, "{what}: lent with STRM_LEND=0");
-            assert_eq!(
-                String::from_utf8_lossy(&lent.0),
-                String::from_utf8_lossy(&plain.0),
-                "{what}: stdout"
-            );
-            assert_eq!(lent.1, plain.1, "{what}: stderr");
-            assert_eq!(lent.2, plain.2, "{what}: status");
             if input.len() > 100 {
                 assert_eq!(lent.4, records, "{what}: records taken");
             }

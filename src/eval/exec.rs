@@ -1016,19 +1016,9 @@ impl<'a> CallContext<'a> {
     /// `call_method_lambda` would, has a bytes form: then it can be called on a line
     /// that is still in a reader's buffer. `None` otherwise.
     pub(crate) fn bytes_lambda(&mut self, f: &Value) -> Option<BytesLambda> {
-        let Value::Func(func) = f else { return None };
-        let Func::Closure { code, .. } = &**func else {
+        let (code, body, ir::Shape::Method) = shaped_lambda(f)? else {
             return None;
         };
-        let FnBody::Plain { params: 1, body } = &code.body else {
-            return None;
-        };
-        if !matches!(
-            code.shape.get_or_init(|| lambda_shape(code)),
-            ir::Shape::Method
-        ) {
-            return None;
-        }
         let [Stmt::Expr(Expr::Call {
             name, args, span, ..
         })] = &body[..]
@@ -1552,17 +1542,22 @@ pub(crate) fn run_num_prog_nums(
 
 /// The program of a function of [`ir::Shape::Arith`] (`{row -> row.price * row.qty}`).
 pub(crate) fn arith_lambda(f: &Value) -> Option<&ir::NumProg> {
+    match shaped_lambda(f)? {
+        (_, _, ir::Shape::Arith(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// A lambda of one parameter with its code, body and shape (`lambda_shape`).
+fn shaped_lambda(f: &Value) -> Option<(&Arc<FnCode>, &Block, &ir::Shape)> {
     let Value::Func(func) = f else { return None };
     let Func::Closure { code, .. } = &**func else {
         return None;
     };
-    if !matches!(code.body, FnBody::Plain { params: 1, .. }) {
+    let FnBody::Plain { params: 1, body } = &code.body else {
         return None;
-    }
-    match code.shape.get_or_init(|| lambda_shape(code)) {
-        ir::Shape::Arith(p) => Some(p),
-        _ => None,
-    }
+    };
+    Some((code, body, code.shape.get_or_init(|| lambda_shape(code))))
 }
 
 /// A method lambda over a string's bytes (`CallContext::bytes_lambda`).
@@ -1642,19 +1637,9 @@ fn array_lambda(body: &Block, v: Value) -> Value {
 /// The elements of an array lambda (`{w -> [w, 1]}`, `ir::Shape::Array`): `None` for
 /// the parameter, the constant otherwise. `None` for any other function.
 pub(crate) fn array_lambda_parts(f: &Value) -> Option<SmallVec<[Option<Value>; 4]>> {
-    let Value::Func(func) = f else { return None };
-    let Func::Closure { code, .. } = &**func else {
+    let (_, body, ir::Shape::Array) = shaped_lambda(f)? else {
         return None;
     };
-    let FnBody::Plain { params: 1, body } = &code.body else {
-        return None;
-    };
-    if !matches!(
-        code.shape.get_or_init(|| lambda_shape(code)),
-        ir::Shape::Array
-    ) {
-        return None;
-    }
     let [Stmt::Expr(Expr::Array { elems, .. })] = &body[..] else {
         return None;
     };
