@@ -186,6 +186,22 @@ fn read_all(s: &mut TcpStream) -> Vec<u8> {
     v
 }
 
+/// Sends `data` to the echo server while reading, half-closes, and checks that what
+/// comes back is `expected` and that the server still runs.
+fn echo_all(server: &mut Server, data: Vec<u8>, expected: &[u8]) {
+    let mut s = server.connect("127.0.0.1");
+    let mut w = s.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let got = read_all(&mut s);
+    sender.join().unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "echo differs");
+    server.assert_running();
+}
+
 fn echo_roundtrip(server: &Server, host: &str) {
     let mut s = server.connect(host);
     s.write_all(b"hello\r\n\nworld\nlast without newline")
@@ -218,24 +234,14 @@ fn echo_half_close_loses_nothing() {
     }
     data.extend_from_slice(&vec![b'y'; 3 << 20]);
     data.push(b'\n');
-    let mut s = server.connect("127.0.0.1");
     let expected = data.clone();
-    let mut w = s.try_clone().unwrap();
-    let sender = thread::spawn(move || {
-        w.write_all(&data).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let got = read_all(&mut s);
-    sender.join().unwrap();
-    assert_eq!(got.len(), expected.len());
-    assert!(got == expected, "echo differs");
-    server.assert_running();
+    echo_all(&mut server, data, &expected);
 }
 
-/// `s | s` sends the lines of a read on joined into one string when its writer only
-/// writes lines: what comes back is still each line without the CR before its
-/// newline (D38), whether a read holds CRLF lines, a CR inside a line, empty lines or
-/// part of a line longer than a read.
+/// `s | s` writes the lines of each read straight back to the socket (the echo path):
+/// what comes back is still each line without the CR before its newline (D38),
+/// whether a read holds CRLF lines, a CR inside a line, empty lines or part of a line
+/// longer than a read.
 #[test]
 fn echo_of_joined_lines_is_the_lines() {
     let mut server = Server::start(&example("echo.strm"), free_port());
@@ -259,17 +265,7 @@ fn echo_of_joined_lines_is_the_lines() {
             expected.extend_from_slice(b"\n\n");
         }
     }
-    let mut s = server.connect("127.0.0.1");
-    let mut w = s.try_clone().unwrap();
-    let sender = thread::spawn(move || {
-        w.write_all(&data).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let got = read_all(&mut s);
-    sender.join().unwrap();
-    assert_eq!(got.len(), expected.len());
-    assert!(got == expected, "echo differs");
-    server.assert_running();
+    echo_all(&mut server, data, &expected);
 }
 
 /// D40: clients that vanish (reset, close unread) do not disturb the server.

@@ -1527,17 +1527,9 @@ pub(crate) fn run_num_prog_nums(
             NumProg::Op(op, l, r) => ops::num_arith(*op, num(l, field)?, num(r, field)?),
         }
     }
-    match p {
-        // A comparison at the top gives a boolean: through `arith`.
-        NumProg::Op(op, l, r) => {
-            let (a, b) = (num(l, field)?, num(r, field)?);
-            match ops::num_arith(*op, a, b) {
-                Some(n) => Some(n.value()),
-                None => ops::arith(*op, &a.value(), &b.value()).ok(),
-            }
-        }
-        _ => num(p, field).map(ops::Num::value),
-    }
+    // `num_prog` takes only + - * / %, whose results are numbers (an error, such as
+    // a remainder by zero, is `None`: the general path reports it).
+    num(p, field).map(ops::Num::value)
 }
 
 /// The program of a function of [`ir::Shape::Arith`] (`{row -> row.price * row.qty}`).
