@@ -444,20 +444,12 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 struct LineTooLong;
 
 /// Where the lines of a read go.
-enum Lines<'a> {
+enum Lines {
     /// One value per line.
     Values,
     /// One string holding them joined by newlines: for destinations that only write
     /// lines, the same bytes as one value per line.
     Joined,
-    /// Written straight back to the connection's own socket (an echo, `s | s`, whose
-    /// writer has no other input): no value at all. What the socket does not take at
-    /// once waits in `backlog`, written before anything more is read.
-    Echo {
-        conn: &'a Conn,
-        sock: &'a tokio::net::TcpStream,
-        backlog: &'a mut Vec<u8>,
-    },
 }
 
 /// Emits the complete lines of `buf` (the first `from` bytes hold no newline) and
@@ -467,7 +459,7 @@ fn emit_lines(
     from: usize,
     out: &mut Outlet,
     max: usize,
-    to: &mut Lines<'_>,
+    to: &mut Lines,
 ) -> Result<usize, LineTooLong> {
     let mut start = 0;
     let mut cr = false;
@@ -496,43 +488,139 @@ fn emit_lines(
             }
         }
         Lines::Joined => out.emit(Value::bytes(&buf[..start - 1])),
-        Lines::Echo {
-            conn,
-            sock,
-            backlog,
-        } => {
-            if cr {
-                let mut clean = Vec::with_capacity(start);
-                for line in buf[..start - 1].split(|&b| b == b'\n') {
-                    clean.extend_from_slice(strip_cr(line));
-                    clean.push(b'\n');
-                }
-                echo_now(conn, sock, &clean, backlog);
-            } else {
-                echo_now(conn, sock, &buf[..start], backlog);
-            }
-        }
     }
     Ok(start)
 }
 
-/// Writes `bytes` to the socket as far as it takes them without waiting (and only if
-/// nothing is waiting before them and the writer is not writing); the rest goes to
-/// `backlog`.
-fn echo_now(conn: &Conn, sock: &tokio::net::TcpStream, mut bytes: &[u8], backlog: &mut Vec<u8>) {
-    if backlog.is_empty() {
-        if let Ok(_guard) = conn.write_lock.try_lock() {
-            while !bytes.is_empty() {
-                match sock.try_write(bytes) {
-                    Ok(n) => bytes = &bytes[n..],
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    // Full (or failed: the wait for room reports it).
-                    Err(_) => break,
+/// Where an echo (`s | s` whose writer has no other input) writes its lines: straight
+/// back to the connection's own socket, with no value at all. What the socket does not
+/// take at once waits in `backlog`, written before anything more is read.
+struct Echo<'a> {
+    conn: &'a Conn,
+    sock: &'a tokio::net::TcpStream,
+    backlog: &'a mut Vec<u8>,
+}
+
+impl Echo<'_> {
+    /// Echoes the complete lines of `data`, the first of which starts with the pending
+    /// `partial`; the unterminated rest becomes the new `partial`. Reads land in the
+    /// thread's scratch buffer, so only a line's bytes that wait for its end are copied,
+    /// and the pending line and the new data go out in one vectored write.
+    fn lines(&mut self, data: &[u8], partial: &mut Vec<u8>, max: usize) -> Result<(), LineTooLong> {
+        let Some(last) = memchr::memrchr(b'\n', data) else {
+            partial.extend_from_slice(data);
+            return check_pending(partial, max);
+        };
+        let lines = &data[..=last];
+        // Lines after the first lie within this read, shorter than the cap.
+        if partial.len() + last > max {
+            let first = memchr::memchr(b'\n', lines).unwrap_or(last);
+            let ends_cr = if first > 0 {
+                lines[first - 1] == b'\r'
+            } else {
+                partial.last() == Some(&b'\r')
+            };
+            if partial.len() + first - usize::from(ends_cr) > max {
+                return Err(LineTooLong);
+            }
+        }
+        let cr = (lines[0] == b'\n' && partial.last() == Some(&b'\r'))
+            || memchr::memchr(b'\r', &lines[..last]).is_some();
+        if cr {
+            // A CR somewhere: strip the ones that end lines (D38).
+            let joined = [partial.as_slice(), lines].concat();
+            let mut clean = Vec::with_capacity(joined.len());
+            for line in joined[..joined.len() - 1].split(|&b| b == b'\n') {
+                clean.extend_from_slice(strip_cr(line));
+                clean.push(b'\n');
+            }
+            self.write(&clean, &[]);
+        } else {
+            self.write(partial, lines);
+        }
+        partial.clear();
+        partial.extend_from_slice(&data[last + 1..]);
+        if partial.capacity() > 4 * READ_CHUNK && partial.len() < READ_CHUNK {
+            // A long line has gone: do not keep its buffer.
+            partial.shrink_to(READ_CHUNK);
+        }
+        check_pending(partial, max)
+    }
+
+    /// Writes `a` then `b` as far as the socket takes them without waiting (and only if
+    /// nothing is waiting before them and the writer is not writing); the rest goes to
+    /// the backlog.
+    fn write(&mut self, mut a: &[u8], mut b: &[u8]) {
+        if self.backlog.is_empty() {
+            if let Ok(_guard) = self.conn.write_lock.try_lock() {
+                while !(a.is_empty() && b.is_empty()) {
+                    let written = if a.is_empty() {
+                        self.sock.try_write(b)
+                    } else {
+                        self.sock
+                            .try_write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+                    };
+                    match written {
+                        Ok(n) => {
+                            let from_a = n.min(a.len());
+                            a = &a[from_a..];
+                            b = &b[n - from_a..];
+                        }
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        // Full (or failed: the wait for room reports it).
+                        Err(_) => break,
+                    }
                 }
             }
         }
+        self.backlog.extend_from_slice(a);
+        self.backlog.extend_from_slice(b);
     }
-    backlog.extend_from_slice(bytes);
+}
+
+/// A pending line may be one byte over the cap: a CR that may turn out to precede
+/// the LF.
+fn check_pending(partial: &[u8], max: usize) -> Result<(), LineTooLong> {
+    if partial.len() > max + 1 || (partial.len() == max + 1 && partial.last() != Some(&b'\r')) {
+        return Err(LineTooLong);
+    }
+    Ok(())
+}
+
+/// Reads once into this thread's scratch buffer and hands what came to `take`.
+fn read_into_scratch(
+    sock: &tokio::net::TcpStream,
+    take: impl FnOnce(&[u8]) -> Result<(), LineTooLong>,
+) -> ReadStep {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < READ_CHUNK {
+            buf.resize(READ_CHUNK, 0);
+        }
+        match sock.try_read(&mut buf) {
+            Ok(0) => ReadStep::Eof,
+            Ok(n) => match take(&buf[..n]) {
+                Ok(()) => ReadStep::Data,
+                Err(LineTooLong) => ReadStep::TooLong,
+            },
+            Err(e) if e.kind() == ErrorKind::WouldBlock => ReadStep::WouldBlock,
+            Err(e) if e.kind() == ErrorKind::Interrupted => ReadStep::Data,
+            Err(e) => ReadStep::Failed(e),
+        }
+    })
+}
+
+/// Makes room for a read of [`READ_CHUNK`] bytes after the pending line. A grown
+/// buffer gets room for two reads, so that a line crossing reads settles in one
+/// allocation, and only the bytes held are copied (`reserve` would realloc, and the
+/// allocator copies the whole old block).
+fn make_room(partial: &mut Vec<u8>) {
+    if partial.capacity() - partial.len() < READ_CHUNK {
+        let len = partial.len();
+        let mut grown = Vec::with_capacity((len + 2 * READ_CHUNK).max(2 * len));
+        grown.extend_from_slice(partial);
+        *partial = grown;
+    }
 }
 
 /// Splits `data` (read into the scratch buffer while no line was pending) into lines;
@@ -542,16 +630,12 @@ fn split_lines(
     partial: &mut Vec<u8>,
     out: &mut Outlet,
     max: usize,
-    to: &mut Lines<'_>,
+    to: &mut Lines,
 ) -> Result<(), LineTooLong> {
     debug_assert!(partial.is_empty());
     let start = emit_lines(data, 0, out, max, to)?;
     partial.extend_from_slice(&data[start..]);
-    // One byte of slack: a CR that may turn out to precede the LF.
-    if partial.len() > max + 1 || (partial.len() == max + 1 && partial.last() != Some(&b'\r')) {
-        return Err(LineTooLong);
-    }
-    Ok(())
+    check_pending(partial, max)
 }
 
 /// Like [`split_lines`] for data read straight into `partial` after its first `from`
@@ -562,7 +646,7 @@ fn split_in_place(
     from: usize,
     out: &mut Outlet,
     max: usize,
-    to: &mut Lines<'_>,
+    to: &mut Lines,
 ) -> Result<(), LineTooLong> {
     let start = emit_lines(partial, from, out, max, to)?;
     if start > 0 {
@@ -579,10 +663,7 @@ fn split_in_place(
             partial.truncate(rest);
         }
     }
-    if partial.len() > max + 1 || (partial.len() == max + 1 && partial.last() != Some(&b'\r')) {
-        return Err(LineTooLong);
-    }
-    Ok(())
+    check_pending(partial, max)
 }
 
 /// The read side of a connection: a producer of lines (5.9, D38).
@@ -593,6 +674,10 @@ struct Reader {
 impl Source for Reader {
     fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a> {
         Box::pin(async move { self.read_loop(out).await })
+    }
+
+    fn io_bound(&self) -> bool {
+        true
     }
 }
 
@@ -638,42 +723,28 @@ impl Reader {
                 let now = self.is_echo(out);
                 echo = Some(now && echo.is_none_or(|e| e));
             }
-            // Lines for destinations that only write them (`s | stdout`) travel
-            // joined: one value per read, not one per line.
-            let mut to = if echo == Some(true) {
-                Lines::Echo {
+            let step = if echo == Some(true) {
+                let mut to = Echo {
                     conn,
                     sock,
                     backlog: &mut backlog,
-                }
-            } else if out.only_line_writers() {
-                Lines::Joined
+                };
+                read_into_scratch(sock, |data| to.lines(data, &mut partial, max))
             } else {
-                Lines::Values
-            };
-            let step = if !partial.is_empty() {
-                // Inside a line: read straight into its buffer.
-                partial.reserve(READ_CHUNK);
-                let from = partial.len();
-                match sock.try_read_buf(&mut partial) {
-                    Ok(0) => ReadStep::Eof,
-                    Ok(_) => match split_in_place(&mut partial, from, out, max, &mut to) {
-                        Ok(()) => ReadStep::Data,
-                        Err(LineTooLong) => ReadStep::TooLong,
-                    },
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => ReadStep::WouldBlock,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => ReadStep::Data,
-                    Err(e) => ReadStep::Failed(e),
-                }
-            } else {
-                SCRATCH.with(|cell| {
-                    let mut buf = cell.borrow_mut();
-                    if buf.len() < READ_CHUNK {
-                        buf.resize(READ_CHUNK, 0);
-                    }
-                    match sock.try_read(&mut buf) {
+                // Lines for destinations that only write them (`s | stdout`) travel
+                // joined: one value per read, not one per line.
+                let mut to = if out.only_line_writers() {
+                    Lines::Joined
+                } else {
+                    Lines::Values
+                };
+                if !partial.is_empty() {
+                    // Inside a line: read straight into its buffer.
+                    make_room(&mut partial);
+                    let from = partial.len();
+                    match sock.try_read_buf(&mut partial) {
                         Ok(0) => ReadStep::Eof,
-                        Ok(n) => match split_lines(&buf[..n], &mut partial, out, max, &mut to) {
+                        Ok(_) => match split_in_place(&mut partial, from, out, max, &mut to) {
                             Ok(()) => ReadStep::Data,
                             Err(LineTooLong) => ReadStep::TooLong,
                         },
@@ -681,7 +752,11 @@ impl Reader {
                         Err(e) if e.kind() == ErrorKind::Interrupted => ReadStep::Data,
                         Err(e) => ReadStep::Failed(e),
                     }
-                })
+                } else {
+                    read_into_scratch(sock, |data| {
+                        split_lines(data, &mut partial, out, max, &mut to)
+                    })
+                }
             };
             match step {
                 ReadStep::Data => {
@@ -692,6 +767,10 @@ impl Reader {
                     }
                 }
                 ReadStep::WouldBlock => {
+                    if partial.is_empty() {
+                        // An idle connection keeps no buffer.
+                        partial = Vec::new();
+                    }
                     if let Err(e) = sock.readable().await {
                         self.fail(out, e);
                         return;
@@ -827,6 +906,10 @@ impl Sink for Writer {
     }
 
     fn writes_lines(&self) -> bool {
+        true
+    }
+
+    fn io_bound(&self) -> bool {
         true
     }
 }
@@ -1118,6 +1201,10 @@ struct Server {
 impl Source for Server {
     fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a> {
         Box::pin(async move { self.accept_loop(out).await })
+    }
+
+    fn io_bound(&self) -> bool {
+        true
     }
 }
 
