@@ -304,6 +304,14 @@ pub type BoxFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> 
 pub trait Source: Send + 'static {
     /// The producer's task: emit through `out` until done, then return.
     fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a>;
+
+    /// The task mostly waits for sockets and moves bytes: it runs on the runtime's
+    /// I/O thread, beside the other socket tasks, instead of the worker pool. A
+    /// connection then costs no wake-ups of other threads (see ARCHITECTURE.md,
+    /// "the I/O thread"). The task must not block or compute for long.
+    fn io_bound(&self) -> bool {
+        false
+    }
 }
 
 /// An asynchronous consumer: it receives batches from its [`Inlet`] until the input
@@ -316,6 +324,11 @@ pub trait Sink: Send + 'static {
     /// As [`Stage::writes_lines`]: the sink writes each value's printed text and a
     /// newline, in order, and does nothing else.
     fn writes_lines(&self) -> bool {
+        false
+    }
+
+    /// As [`Source::io_bound`].
+    fn io_bound(&self) -> bool {
         false
     }
 }
@@ -482,6 +495,8 @@ pub struct Graph {
     has_pending: AtomicBool,
     running: AtomicBool,
     handle: OnceLock<tokio::runtime::Handle>,
+    /// The I/O thread, started for the first source or sink that is `io_bound`.
+    io_thread: Mutex<Option<IoThread>>,
     live: AtomicUsize,
     live_producers: AtomicUsize,
     idle: Notify,
@@ -578,6 +593,7 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
             }
         }
         Behaviour::Source(source) => {
+            let handle = io_handle_for(g, source.io_bound()).unwrap_or(handle);
             let mut outlet = Outlet {
                 g: g.clone(),
                 out: Out {
@@ -593,6 +609,7 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
             });
         }
         Behaviour::Sink(sink) => {
+            let handle = io_handle_for(g, sink.io_bound()).unwrap_or(handle);
             let rx = rx.expect("a stream's receiver is taken only once");
             let mut inlet = Inlet {
                 g: g.clone(),
@@ -607,6 +624,22 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
             });
         }
     }
+}
+
+/// The I/O thread's runtime, for a task that is `io_bound`.
+fn io_handle_for(g: &Globals, io_bound: bool) -> Option<tokio::runtime::Handle> {
+    if !io_bound {
+        return None;
+    }
+    let mut io = g.graph.io_thread.lock();
+    if io.is_none() {
+        match IoThread::start() {
+            Ok(t) => *io = Some(t),
+            // Without it the task runs on the worker pool, as any other.
+            Err(_) => return None,
+        }
+    }
+    io.as_ref().map(|t| t.handle.clone())
 }
 
 /// Bookkeeping when a stream's task ends.
@@ -1828,6 +1861,52 @@ fn read_worker_count() -> usize {
 /// Native stack of runtime threads (stage callbacks may recurse deeply, D72).
 pub(crate) const WORKER_STACK_SIZE: usize = 512 << 20;
 
+/// The thread that runs the `io_bound` sources and sinks (sockets), on a runtime of
+/// its own: a connection's reader and writer then wake nothing but this thread, as in
+/// a single-threaded event loop, while the stages they feed run on the worker pool.
+/// Dropping it stops the thread; the tasks still on it are dropped.
+struct IoThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IoThread {
+    fn start() -> std::io::Result<IoThread> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("streem-io".into())
+            .stack_size(IO_STACK_SIZE)
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+                rt.shutdown_background();
+            })?;
+        Ok(IoThread {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for IoThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Native stack of the I/O thread: its tasks run no Streem code.
+const IO_STACK_SIZE: usize = 8 << 20;
+
 fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_count())
@@ -1876,6 +1955,8 @@ pub fn run_graph(g: &Arc<Globals>) {
     });
     g.graph.running.store(false, Ordering::Release);
     rt.shutdown_background();
+    let io = g.graph.io_thread.lock().take();
+    drop(io);
 }
 
 /// Starts the runtime for an interactive session: from now on every connection
