@@ -344,6 +344,50 @@ fn asynchronous_source_and_sink() {
     assert_eq!(*seen.lock(), vec!["100", "200", "300", "400"]);
 }
 
+/// Records the name of the thread its task runs on, then emits it.
+struct WhereAmI {
+    io_bound: bool,
+}
+
+impl Source for WhereAmI {
+    fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a> {
+        Box::pin(async move {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            out.emit(Value::from(name.as_str()));
+        })
+    }
+
+    fn io_bound(&self) -> bool {
+        self.io_bound
+    }
+}
+
+/// A source or sink that is `io_bound` runs on the I/O thread; others on the workers.
+#[test]
+fn io_bound_tasks_run_on_the_io_thread() {
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let (status, _, err) = run_with(
+        move |r| {
+            r.define_stage_fn("where", |_cx, vals| {
+                let a = Args::new("where", vals);
+                a.arity(1, 1)?;
+                let io_bound = a.boolean(0)?;
+                Ok(Value::Stream(Stream::source(WhereAmI { io_bound })))
+            });
+            r.define_stage_fn("collect", move |_cx, _vals| {
+                Ok(Value::Stream(Stream::sink(Collect(s2.clone()))))
+            });
+        },
+        "where(true) | collect; where(false) | collect",
+        &[],
+    );
+    assert_eq!((status, err.as_str()), (0, ""));
+    let mut got = seen.lock().clone();
+    got.sort();
+    assert_eq!(got, vec!["streem-io", "streem-worker"]);
+}
+
 // ----- 9. signals ------------------------------------------------------------------------------
 
 #[test]

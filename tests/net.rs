@@ -79,8 +79,13 @@ static ONE_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Server {
     fn start(script: &std::path::Path, port: u16) -> Server {
+        Server::start_with_env(script, port, &[])
+    }
+
+    fn start_with_env(script: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Server {
         let guard = ONE_SERVER.lock().unwrap_or_else(|e| e.into_inner());
         let child = Command::new(streem())
+            .envs(env.iter().copied())
             .arg(script)
             .arg(port.to_string())
             .stdin(Stdio::null())
@@ -117,6 +122,17 @@ impl Server {
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         s
+    }
+
+    /// Stops the server and returns what it wrote to stderr.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut err = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
     }
 
     fn assert_running(&mut self) {
@@ -266,6 +282,78 @@ fn echo_of_joined_lines_is_the_lines() {
         }
     }
     echo_all(&mut server, data, &expected);
+}
+
+/// Reads exactly `n` bytes.
+fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut v = vec![0; n];
+    s.read_exact(&mut v).expect("read the echo");
+    v
+}
+
+/// An echo streams: the bytes of a line come back before its newline has been sent,
+/// a CR at the end of a read is held until the next byte shows whether an LF follows
+/// (then it is dropped, D38), and an unterminated last line ending in CR comes back
+/// as the line it is, CR and all, plus the newline.
+#[test]
+fn echo_streams_and_holds_a_cr_until_the_next_byte() {
+    let mut server = Server::start(&example("echo.strm"), free_port());
+    let mut s = server.connect("127.0.0.1");
+    s.write_all(b"ab\r").unwrap();
+    assert_eq!(read_n(&mut s, 2), b"ab");
+    s.write_all(b"\ncd\r").unwrap();
+    assert_eq!(read_n(&mut s, 3), b"\ncd");
+    s.write_all(b"ef").unwrap();
+    assert_eq!(read_n(&mut s, 3), b"\ref");
+    s.write_all(b"\r").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut s), b"\r\n");
+    server.assert_running();
+}
+
+/// D38: a line over the cap ends the connection's read side with a message naming
+/// it; the lines before it came back whole, nothing after it does (an echo has
+/// already sent the overlong line's first bytes), and the server goes on.
+#[test]
+fn echo_of_a_line_over_the_cap_ends_the_read_side() {
+    let cap = 1 << 20;
+    let mut server = Server::start_with_env(
+        &example("echo.strm"),
+        free_port(),
+        &[("STRM_MAX_LINE", &cap.to_string())],
+    );
+    let mut s = server.connect("127.0.0.1");
+    let mut w = s.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        let mut data = b"first\n".to_vec();
+        data.extend(std::iter::repeat_n(b'y', 3 << 20));
+        data.extend_from_slice(b"\nafter\n");
+        // The server drains what it no longer reads: the writes end.
+        let _ = w.write_all(&data);
+        let _ = w.shutdown(Shutdown::Write);
+    });
+    let got = read_all(&mut s);
+    sender.join().unwrap();
+    assert!(
+        got.starts_with(b"first\n"),
+        "lines before the long one come back"
+    );
+    assert!(
+        got.len() <= 6 + cap + 1,
+        "at most the cap of the long line: {}",
+        got.len()
+    );
+    assert!(
+        got[6..].iter().all(|&b| b == b'y'),
+        "nothing after the long line"
+    );
+    server.assert_running();
+    echo_roundtrip(&server, "127.0.0.1");
+    let err = server.stop();
+    assert!(
+        err.contains("line longer than 1048576 bytes") && err.contains("<io: fd="),
+        "stderr: {err}"
+    );
 }
 
 /// D40: clients that vanish (reset, close unread) do not disturb the server.

@@ -287,3 +287,50 @@ fn output_of_background_streams_reaches_the_terminal() {
     r.prompt();
     r.quit_with_ctrl_d();
 }
+
+/// An echo (`s | s`) that gets a second input while a line is partly echoed finishes
+/// that line before the writer writes the other input's value: no line is cut by
+/// another. After it, the connection's lines go through the writer as values.
+#[test]
+fn an_echo_finishes_its_line_before_another_input_is_written() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut r = Repl::start(&temp_home());
+    r.eval(&format!("s = tcp_socket(\"127.0.0.1\", {port})"));
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(TIMEOUT_MS)))
+        .unwrap();
+    r.eval("s | s");
+    peer.write_all(b"abc").unwrap();
+    let mut got = [0; 3];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"abc", "the echo streams");
+    r.eval("[\"x\"] | s");
+    // Nothing comes while the line is unfinished (a bounded wait for no data).
+    peer.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut one = [0; 1];
+    match peer.read(&mut one) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the other input was written inside the line: {other:?} {one:?}"),
+    }
+    peer.set_read_timeout(Some(Duration::from_millis(TIMEOUT_MS)))
+        .unwrap();
+    peer.write_all(b"def\n").unwrap();
+    let mut rest = [0; 6];
+    peer.read_exact(&mut rest).unwrap();
+    assert_eq!(&rest, b"def\nx\n");
+    peer.write_all(b"ghi\r\n").unwrap();
+    let mut last = [0; 4];
+    peer.read_exact(&mut last).unwrap();
+    assert_eq!(&last, b"ghi\n");
+    r.quit_with_ctrl_d();
+}

@@ -492,89 +492,155 @@ fn emit_lines(
     Ok(start)
 }
 
-/// Where an echo (`s | s` whose writer has no other input) writes its lines: straight
-/// back to the connection's own socket, with no value at all. What the socket does not
-/// take at once waits in `backlog`, written before anything more is read.
-struct Echo<'a> {
-    conn: &'a Conn,
-    sock: &'a tokio::net::TcpStream,
-    backlog: &'a mut Vec<u8>,
+/// An echo (`s | s` whose writer has no other input) streams: each read's bytes go
+/// straight back to the connection's own socket, with no value and no line held, as
+/// an event-loop echo server does. The output is the bytes of the lines the values
+/// would have been (D38: a CR before an LF dropped, an unterminated last line ended),
+/// so only the line state crosses reads: the length of the current line (for the cap)
+/// and a CR at the end of a read, held until the next byte shows whether an LF follows
+/// it. While a line is partly written the echo holds the connection's write lock, so
+/// no other writer can put a line inside it (docs/decisions.md, "the streaming echo").
+#[derive(Default)]
+struct Echo {
+    /// Bytes of the current line read so far, a held CR included.
+    line: usize,
+    /// The last byte read is a CR not yet written.
+    held_cr: bool,
+    /// What the socket did not take at once: written before anything more is read.
+    backlog: Vec<u8>,
 }
 
-impl Echo<'_> {
-    /// Echoes the complete lines of `data`, the first of which starts with the pending
-    /// `partial`; the unterminated rest becomes the new `partial`. Reads land in the
-    /// thread's scratch buffer, so only a line's bytes that wait for its end are copied,
-    /// and the pending line and the new data go out in one vectored write.
-    fn lines(&mut self, data: &[u8], partial: &mut Vec<u8>, max: usize) -> Result<(), LineTooLong> {
-        let Some(last) = memchr::memrchr(b'\n', data) else {
-            partial.extend_from_slice(data);
-            return check_pending(partial, max);
+impl Echo {
+    /// Echoes one read, as far as the socket takes it without waiting (the rest goes
+    /// to the backlog). `held` is the write lock while the echo holds it.
+    fn bytes<'c>(
+        &mut self,
+        data: &[u8],
+        max: usize,
+        conn: &'c Conn,
+        sock: &tokio::net::TcpStream,
+        held: &mut Option<tokio::sync::MutexGuard<'c, ()>>,
+    ) -> Result<(), LineTooLong> {
+        let n = data.len();
+        let last_nl = memchr::memrchr(b'\n', data);
+        // D38's cap: only the line that continues into this read can be over it,
+        // since the others lie within the read.
+        match last_nl {
+            None => {
+                let pending = self.line + n;
+                if pending > max + 1 || (pending == max + 1 && data[n - 1] != b'\r') {
+                    return Err(LineTooLong);
+                }
+            }
+            Some(_) if self.line + n > max => {
+                let first = memchr::memchr(b'\n', data).unwrap_or(0);
+                let ends_cr = if first > 0 {
+                    data[first - 1] == b'\r'
+                } else {
+                    self.held_cr
+                };
+                if self.line + first - usize::from(ends_cr) > max {
+                    return Err(LineTooLong);
+                }
+            }
+            Some(_) => {}
+        }
+        self.line = match last_nl {
+            Some(last) => n - 1 - last,
+            None => self.line + n,
         };
-        let lines = &data[..=last];
-        // Lines after the first lie within this read, shorter than the cap.
-        if partial.len() + last > max {
-            let first = memchr::memchr(b'\n', lines).unwrap_or(last);
-            let ends_cr = if first > 0 {
-                lines[first - 1] == b'\r'
-            } else {
-                partial.last() == Some(&b'\r')
-            };
-            if partial.len() + first - usize::from(ends_cr) > max {
-                return Err(LineTooLong);
+        if !self.held_cr && memchr::memchr(b'\r', data).is_none() {
+            self.write(data, conn, sock, held);
+            return Ok(());
+        }
+        // A CR somewhere: drop the ones just before an LF, hold one at the end.
+        let mut clean = Vec::with_capacity(n + 1);
+        if self.held_cr && data[0] != b'\n' {
+            clean.push(b'\r');
+        }
+        let mut from = 0;
+        for cr in memchr::memchr_iter(b'\r', data) {
+            if cr + 1 == n || data[cr + 1] == b'\n' {
+                clean.extend_from_slice(&data[from..cr]);
+                from = cr + 1;
             }
         }
-        let cr = (lines[0] == b'\n' && partial.last() == Some(&b'\r'))
-            || memchr::memchr(b'\r', &lines[..last]).is_some();
-        if cr {
-            // A CR somewhere: strip the ones that end lines (D38).
-            let joined = [partial.as_slice(), lines].concat();
-            let mut clean = Vec::with_capacity(joined.len());
-            for line in joined[..joined.len() - 1].split(|&b| b == b'\n') {
-                clean.extend_from_slice(strip_cr(line));
-                clean.push(b'\n');
-            }
-            self.write(&clean, &[]);
-        } else {
-            self.write(partial, lines);
-        }
-        partial.clear();
-        partial.extend_from_slice(&data[last + 1..]);
-        if partial.capacity() > 4 * READ_CHUNK && partial.len() < READ_CHUNK {
-            // A long line has gone: do not keep its buffer.
-            partial.shrink_to(READ_CHUNK);
-        }
-        check_pending(partial, max)
+        self.held_cr = data[n - 1] == b'\r';
+        clean.extend_from_slice(&data[from..]);
+        self.write(&clean, conn, sock, held);
+        Ok(())
     }
 
-    /// Writes `a` then `b` as far as the socket takes them without waiting (and only if
-    /// nothing is waiting before them and the writer is not writing); the rest goes to
-    /// the backlog.
-    fn write(&mut self, mut a: &[u8], mut b: &[u8]) {
-        if self.backlog.is_empty() {
-            if let Ok(_guard) = self.conn.write_lock.try_lock() {
-                while !(a.is_empty() && b.is_empty()) {
-                    let written = if a.is_empty() {
-                        self.sock.try_write(b)
-                    } else {
-                        self.sock
-                            .try_write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
-                    };
-                    match written {
-                        Ok(n) => {
-                            let from_a = n.min(a.len());
-                            a = &a[from_a..];
-                            b = &b[n - from_a..];
-                        }
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        // Full (or failed: the wait for room reports it).
-                        Err(_) => break,
-                    }
+    /// The input ended (or failed): an unterminated last line is still a line (D38).
+    fn end(&mut self) {
+        if self.held_cr {
+            self.backlog.push(b'\r');
+        }
+        if self.line > 0 {
+            self.backlog.push(b'\n');
+        }
+        self.line = 0;
+        self.held_cr = false;
+    }
+
+    /// Whether a line is partly written: the write lock stays with the echo.
+    fn mid_line(&self) -> bool {
+        self.line > 0
+    }
+
+    /// Writes `bytes` as far as the socket takes them without waiting, if nothing
+    /// waits before them and the lock is free; the rest goes to the backlog.
+    fn write<'c>(
+        &mut self,
+        mut bytes: &[u8],
+        conn: &'c Conn,
+        sock: &tokio::net::TcpStream,
+        held: &mut Option<tokio::sync::MutexGuard<'c, ()>>,
+    ) {
+        if self.backlog.is_empty() && held.is_none() {
+            *held = conn.write_lock.try_lock().ok();
+        }
+        if self.backlog.is_empty() && held.is_some() {
+            while !bytes.is_empty() {
+                match sock.try_write(bytes) {
+                    Ok(n) => bytes = &bytes[n..],
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    // Full (or failed: the wait for room reports it).
+                    Err(_) => break,
                 }
             }
         }
-        self.backlog.extend_from_slice(a);
-        self.backlog.extend_from_slice(b);
+        self.backlog.extend_from_slice(bytes);
+    }
+
+    /// Writes the backlog, waiting for room (D2: nothing more is read meanwhile) and
+    /// for the lock (the writer may be writing a line of another input).
+    async fn flush<'c>(
+        &mut self,
+        conn: &'c Conn,
+        sock: &tokio::net::TcpStream,
+        held: &mut Option<tokio::sync::MutexGuard<'c, ()>>,
+    ) -> io::Result<()> {
+        if self.backlog.is_empty() {
+            return Ok(());
+        }
+        if held.is_none() {
+            *held = Some(conn.write_lock.lock().await);
+        }
+        let mut done = 0;
+        while done < self.backlog.len() {
+            match sock.try_write(&self.backlog[done..]) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => sock.writable().await?,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.backlog.clear();
+        if self.backlog.capacity() > WRITE_KEEP {
+            self.backlog = Vec::new();
+        }
+        Ok(())
     }
 }
 
@@ -705,31 +771,35 @@ impl Reader {
         };
         let max = max_line();
         let mut partial: Vec<u8> = Vec::new();
-        // An echo (`s | s`) writes its lines straight back: decided at the first
-        // read, given up (for good) when the writer gets another input.
+        // An echo (`s | s`) streams the bytes straight back: decided at the first
+        // read, given up (for good, once its current line is done) when the writer
+        // gets another input.
         let mut echo: Option<bool> = None;
-        let mut backlog: Vec<u8> = Vec::new();
+        let mut streamed = Echo::default();
+        // The connection's write lock, while the echo holds it (mid-line).
+        let mut held = None;
         loop {
             if out.destinations_gone() {
                 return;
             }
-            if !backlog.is_empty() {
-                if let Err(e) = self.write_backlog(sock, &mut backlog).await {
-                    self.echo_failed(out, e);
-                    return;
-                }
+            if let Err(e) = streamed.flush(conn, sock, &mut held).await {
+                self.echo_failed(out, e);
+                return;
+            }
+            if !streamed.mid_line() {
+                held = None;
             }
             if echo != Some(false) {
                 let now = self.is_echo(out);
-                echo = Some(now && echo.is_none_or(|e| e));
+                echo = Some(match echo {
+                    None => now,
+                    Some(_) => now || streamed.mid_line(),
+                });
             }
             let step = if echo == Some(true) {
-                let mut to = Echo {
-                    conn,
-                    sock,
-                    backlog: &mut backlog,
-                };
-                read_into_scratch(sock, |data| to.lines(data, &mut partial, max))
+                read_into_scratch(sock, |data| {
+                    streamed.bytes(data, max, conn, sock, &mut held)
+                })
             } else {
                 // Lines for destinations that only write them (`s | stdout`) travel
                 // joined: one value per read, not one per line.
@@ -781,11 +851,8 @@ impl Reader {
                     // The peer has shut down its sending side: an unterminated last
                     // line is still a line (D38).
                     if echo == Some(true) {
-                        if !partial.is_empty() {
-                            backlog.extend_from_slice(&partial);
-                            backlog.push(b'\n');
-                        }
-                        if let Err(e) = self.write_backlog(sock, &mut backlog).await {
+                        streamed.end();
+                        if let Err(e) = streamed.flush(conn, sock, &mut held).await {
                             self.echo_failed(out, e);
                         }
                     } else if !partial.is_empty() {
@@ -794,7 +861,7 @@ impl Reader {
                     return;
                 }
                 ReadStep::TooLong => {
-                    if let Err(e) = self.write_backlog(sock, &mut backlog).await {
+                    if let Err(e) = streamed.flush(conn, sock, &mut held).await {
                         self.echo_failed(out, e);
                         return;
                     }
@@ -809,11 +876,8 @@ impl Reader {
                 }
                 ReadStep::Failed(e) => {
                     if echo == Some(true) {
-                        if !partial.is_empty() {
-                            backlog.extend_from_slice(&partial);
-                            backlog.push(b'\n');
-                        }
-                        let _ = self.write_backlog(sock, &mut backlog).await;
+                        streamed.end();
+                        let _ = streamed.flush(conn, sock, &mut held).await;
                     } else if !partial.is_empty() {
                         out.emit(Value::bytes(&partial));
                     }
@@ -838,33 +902,6 @@ impl Reader {
         out.pending() == 0
             && w.input_count() == 1
             && out.sole_destination().is_some_and(|d| Arc::ptr_eq(&d, &w))
-    }
-
-    /// Writes what an echo could not write at once, waiting for room (D2: nothing
-    /// more is read meanwhile) and for the writer to finish a write of its own.
-    async fn write_backlog(
-        &self,
-        sock: &tokio::net::TcpStream,
-        backlog: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        if backlog.is_empty() {
-            return Ok(());
-        }
-        let _guard = self.conn.write_lock.lock().await;
-        let mut done = 0;
-        while done < backlog.len() {
-            match sock.try_write(&backlog[done..]) {
-                Ok(n) => done += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => sock.writable().await?,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        backlog.clear();
-        if backlog.capacity() > WRITE_KEEP {
-            *backlog = Vec::new();
-        }
-        Ok(())
     }
 
     /// An echo's write failed: as for the writer, EPIPE/ECONNRESET end the write side

@@ -217,6 +217,11 @@ impl Source for Reader {
     fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a> {
         Box::pin(async move { self.read_loop(out).await })
     }
+
+    /// Socket work: on the runtime's I/O thread.
+    fn io_bound(&self) -> bool {
+        true
+    }
 }
 
 impl Reader {
@@ -293,6 +298,11 @@ struct Writer {
 impl Sink for Writer {
     fn run<'a>(self: Box<Self>, input: &'a mut Inlet) -> BoxFuture<'a> {
         Box::pin(async move { self.write_loop(input).await })
+    }
+
+    /// Socket work: on the runtime's I/O thread.
+    fn io_bound(&self) -> bool {
+        true
     }
 }
 
@@ -458,6 +468,11 @@ struct Server {
 impl Source for Server {
     fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a> {
         Box::pin(async move { self.accept_loop(out).await })
+    }
+
+    /// Socket work: on the runtime's I/O thread.
+    fn io_bound(&self) -> bool {
+        true
     }
 }
 
