@@ -79,17 +79,26 @@ static ONE_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Server {
     fn start(script: &std::path::Path, port: u16) -> Server {
-        Server::start_with_env(script, port, &[])
+        Server::start_with(script, port, &[], Stdio::null())
     }
 
     fn start_with_env(script: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Server {
+        Server::start_with(script, port, env, Stdio::null())
+    }
+
+    fn start_with(
+        script: &std::path::Path,
+        port: u16,
+        env: &[(&str, &str)],
+        stdout: Stdio,
+    ) -> Server {
         let guard = ONE_SERVER.lock().unwrap_or_else(|e| e.into_inner());
         let child = Command::new(streem())
             .envs(env.iter().copied())
             .arg(script)
             .arg(port.to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start streem");
@@ -461,6 +470,29 @@ fn lines_read_from_a_socket_print_as_lines() {
     );
     assert_eq!(out.stdout.len(), expected.len());
     assert!(out.stdout == expected, "printed lines differ");
+}
+
+/// D39: output produced while the graph waits (a server runs on) is written within a
+/// few milliseconds, not when the program ends.
+#[test]
+fn output_of_a_running_server_is_written_promptly() {
+    let script = Script::new(
+        "print-lines",
+        "tcp_server(number(ARGV(0))) | each{s -> s | map{l -> \"got \" + l} | stdout}",
+    );
+    let mut server = Server::start_with(&script.0, free_port(), &[], Stdio::piped());
+    let mut c = server.connect("127.0.0.1");
+    c.write_all(b"hello\n").unwrap();
+    let stdout = server.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(IO_TIMEOUT).expect("a line on stdout");
+    assert_eq!(line, "got hello\n");
+    server.assert_running();
 }
 
 fn read_line(r: &mut BufReader<TcpStream>) -> String {

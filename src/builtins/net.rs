@@ -522,7 +522,13 @@ impl Echo {
         held: &mut Option<tokio::sync::MutexGuard<'c, ()>>,
     ) -> Result<(), LineTooLong> {
         let n = data.len();
-        let last_nl = memchr::memrchr(b'\n', data);
+        // One pass in the common case: back to the last LF (a CR met first means the
+        // slow path anyway), then forward for a CR before it.
+        let (last_nl, has_cr) = match memchr::memrchr2(b'\n', b'\r', data) {
+            None => (None, false),
+            Some(p) if data[p] == b'\n' => (Some(p), memchr::memchr(b'\r', &data[..p]).is_some()),
+            Some(p) => (memchr::memrchr(b'\n', &data[..p]), true),
+        };
         // D38's cap: only the line that continues into this read can be over it,
         // since the others lie within the read.
         match last_nl {
@@ -549,7 +555,7 @@ impl Echo {
             Some(last) => n - 1 - last,
             None => self.line + n,
         };
-        if !self.held_cr && memchr::memchr(b'\r', data).is_none() {
+        if !self.held_cr && !has_cr {
             self.write(data, conn, sock, held);
             return Ok(());
         }

@@ -31,6 +31,9 @@ const BLOCK: usize = 64 * 1024;
 pub struct Output {
     inner: Mutex<OutputInner>,
     shared: Arc<OutputShared>,
+    /// Told when output starts waiting in the buffer: the periodic flush (D39) sleeps
+    /// until then, so a graph that prints nothing (a server) is never woken for it.
+    unflushed: tokio::sync::Notify,
 }
 
 struct OutputInner {
@@ -123,6 +126,7 @@ impl Output {
                 handoff: Mutex::new(Handoff::default()),
                 changed: Condvar::new(),
             }),
+            unflushed: tokio::sync::Notify::new(),
         })
     }
 
@@ -152,6 +156,9 @@ impl Output {
     /// Appends `line` and a newline.
     pub fn write_line(&self, line: &[u8]) {
         let mut inner = self.inner.lock();
+        if inner.buf.is_empty() {
+            self.unflushed.notify_one();
+        }
         inner.buf.extend_from_slice(line);
         inner.buf.push(b'\n');
         if inner.buf.len() >= OUTPUT_FLUSH_AT {
@@ -162,31 +169,51 @@ impl Output {
     /// Appends bytes as they are.
     pub fn write_raw(&self, bytes: &[u8]) {
         let mut inner = self.inner.lock();
+        if inner.buf.is_empty() && !bytes.is_empty() {
+            self.unflushed.notify_one();
+        }
         inner.buf.extend_from_slice(bytes);
         if inner.buf.len() >= OUTPUT_FLUSH_AT {
             self.hand_over(&mut inner);
         }
     }
 
+    /// Waits until output starts waiting in the buffer (at once if it did since the
+    /// last call).
+    pub async fn unflushed(&self) {
+        self.unflushed.notified().await;
+    }
+
     /// Flushes pending output unless another thread is writing right now (the
-    /// periodic flush of D39).
+    /// periodic flush of D39). If some stays pending, the next [`Output::unflushed`]
+    /// returns at once.
     pub fn flush_if_idle(&self) {
+        let flushed = self.try_flush();
+        if !flushed {
+            self.unflushed.notify_one();
+        }
+    }
+
+    /// Whether nothing is left pending.
+    fn try_flush(&self) -> bool {
         let Some(mut inner) = self.inner.try_lock() else {
-            return;
+            return false;
         };
         if inner.buf.is_empty() {
-            return;
+            return true;
         }
         if !inner.behind {
             self.shared.write(&inner.buf);
             inner.buf.clear();
-            return;
+            return true;
         }
         let mut h = self.shared.handoff.lock();
         if h.full.is_none() {
             Self::put(&mut h, &mut inner.buf);
             self.shared.changed.notify_all();
+            return true;
         }
+        false
     }
 
     /// Writes pending output to the sink, and waits until it is written.

@@ -1974,10 +1974,14 @@ pub fn start_background(g: &Arc<Globals>) -> std::io::Result<tokio::runtime::Run
 }
 
 /// D39: output produced while the graph waits is written within a few milliseconds.
+/// It sleeps while nothing waits to be written.
 async fn flush_periodically(g: Arc<Globals>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = g.out.unflushed() => {}
+            _ = g.err.unflushed() => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         g.out.flush_if_idle();
         g.err.flush_if_idle();
     }
