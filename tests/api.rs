@@ -362,11 +362,25 @@ impl Source for WhereAmI {
     }
 }
 
-/// A source or sink that is `io_bound` runs on the I/O thread; others on the workers.
+/// Collects like [`Collect`], as an `io_bound` sink.
+struct CollectIo(Collect);
+
+impl Sink for CollectIo {
+    fn run<'a>(self: Box<Self>, input: &'a mut Inlet) -> BoxFuture<'a> {
+        Box::new(self.0).run(input)
+    }
+
+    fn io_bound(&self) -> bool {
+        true
+    }
+}
+
+/// A source and sink that are `io_bound` and exchange values only with each other run
+/// on the I/O thread; one that feeds a stream of the pool runs on the pool.
 #[test]
 fn io_bound_tasks_run_on_the_io_thread() {
     let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let s2 = seen.clone();
+    let (s2, s3) = (seen.clone(), seen.clone());
     let (status, _, err) = run_with(
         move |r| {
             r.define_stage_fn("where", |_cx, vals| {
@@ -378,14 +392,17 @@ fn io_bound_tasks_run_on_the_io_thread() {
             r.define_stage_fn("collect", move |_cx, _vals| {
                 Ok(Value::Stream(Stream::sink(Collect(s2.clone()))))
             });
+            r.define_stage_fn("collect_io", move |_cx, _vals| {
+                Ok(Value::Stream(Stream::sink(CollectIo(Collect(s3.clone())))))
+            });
         },
-        "where(true) | collect; where(false) | collect",
+        "where(true) | collect_io; where(true) | collect; where(false) | collect_io",
         &[],
     );
     assert_eq!((status, err.as_str()), (0, ""));
     let mut got = seen.lock().clone();
     got.sort();
-    assert_eq!(got, vec!["streem-io", "streem-worker"]);
+    assert_eq!(got, vec!["streem-io", "streem-worker", "streem-worker"]);
 }
 
 // ----- 9. signals ------------------------------------------------------------------------------

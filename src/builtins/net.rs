@@ -302,20 +302,6 @@ async fn linger(sock: tokio::net::TcpStream) {
 }
 
 impl Conn {
-    fn from_tokio(s: tokio::net::TcpStream) -> Arc<Conn> {
-        let sock = OnceLock::new();
-        let _ = sock.set(s);
-        Arc::new(Conn {
-            pending: Mutex::new(None),
-            sock,
-            reset: AtomicBool::new(false),
-            reset_notify: Notify::new(),
-            read_done: AtomicBool::new(false),
-            write_stream: OnceLock::new(),
-            write_lock: tokio::sync::Mutex::new(()),
-        })
-    }
-
     fn from_std(s: std::net::TcpStream) -> Arc<Conn> {
         Arc::new(Conn {
             pending: Mutex::new(Some(s)),
@@ -1307,9 +1293,23 @@ impl AcceptErrors {
 
 impl Server {
     async fn accept_loop(self, out: &mut Outlet) {
+        // Accepted sockets stay unregistered until their reader or writer first uses
+        // them, so that they join the reactor of the thread their tasks run on (the
+        // I/O thread for an echo), whichever thread accepts them.
         let mut ls = Vec::with_capacity(self.listeners.len());
         for l in self.listeners {
-            match tokio::net::TcpListener::from_std(l) {
+            let registered = l.set_nonblocking(true).and_then(|()| {
+                // SAFETY: the listener owns its descriptor, open and the same for as
+                // long as the `AsyncFd` holds it.
+                unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        l,
+                        tokio::io::Interest::READABLE,
+                    )
+                }
+                .map_err(|e| e.into_parts().1)
+            });
+            match registered {
                 Ok(l) => ls.push(l),
                 Err(e) => {
                     out.report(RuntimeError::new(format!(
@@ -1333,9 +1333,16 @@ impl Server {
             let r = std::future::poll_fn(|cx| {
                 for k in 0..n {
                     let i = (turn + k) % n;
-                    if let Poll::Ready(r) = ls[i].poll_accept(cx) {
-                        turn = i + 1;
-                        return Poll::Ready(r);
+                    // Until the listener is not ready (which registers the waker).
+                    while let Poll::Ready(ready) = ls[i].poll_read_ready(cx) {
+                        let mut ready = match ready {
+                            Ok(r) => r,
+                            Err(e) => return Poll::Ready(Err(e)),
+                        };
+                        if let Ok(r) = ready.try_io(|l| l.get_ref().accept()) {
+                            turn = i + 1;
+                            return Poll::Ready(r);
+                        }
                     }
                 }
                 Poll::Pending
@@ -1344,7 +1351,7 @@ impl Server {
             match r {
                 Ok((stream, _peer)) => {
                     tune(SockRef::from(&stream));
-                    out.emit(conn_value(Conn::from_tokio(stream)));
+                    out.emit(conn_value(Conn::from_std(stream)));
                     out.flush().await;
                 }
                 Err(e) => {

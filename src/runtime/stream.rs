@@ -305,10 +305,11 @@ pub trait Source: Send + 'static {
     /// The producer's task: emit through `out` until done, then return.
     fn run<'a>(self: Box<Self>, out: &'a mut Outlet) -> BoxFuture<'a>;
 
-    /// The task mostly waits for sockets and moves bytes: it runs on the runtime's
-    /// I/O thread, beside the other socket tasks, instead of the worker pool. A
-    /// connection then costs no wake-ups of other threads (see ARCHITECTURE.md,
-    /// "the I/O thread"). The task must not block or compute for long.
+    /// The task mostly waits for sockets and moves bytes. When every stream it
+    /// exchanges values with is `io_bound` too (`s | s`, two sockets joined), it runs
+    /// on the runtime's I/O thread with them instead of the worker pool, and its
+    /// readiness events wake no other thread (see ARCHITECTURE.md, "the I/O
+    /// thread"). The task must not block or compute for long.
     fn io_bound(&self) -> bool {
         false
     }
@@ -391,6 +392,10 @@ pub struct Stream {
     location: OnceLock<(Arc<SourceText>, Span)>,
     /// Its behaviour writes lines and does nothing else (`Stage::writes_lines`).
     writes_lines: bool,
+    /// Its behaviour is an `io_bound` source or sink.
+    io_bound: bool,
+    /// Inputs from streams that are not `io_bound`: a sink with any runs on the pool.
+    pool_inputs: AtomicU32,
 }
 
 impl Stream {
@@ -428,6 +433,11 @@ impl Stream {
             Behaviour::Sink(sk) => sk.writes_lines(),
             Behaviour::Source(_) => false,
         };
+        let io_bound = match &behaviour {
+            Behaviour::Stage(_) => false,
+            Behaviour::Sink(sk) => sk.io_bound(),
+            Behaviour::Source(so) => so.io_bound(),
+        };
         // A `Source` has no input, so no input channel (see `weak_tx`).
         let (tx, rx) = if matches!(behaviour, Behaviour::Source(_)) {
             (None, None)
@@ -450,6 +460,8 @@ impl Stream {
             orphaned: AtomicBool::new(false),
             location: OnceLock::new(),
             writes_lines,
+            io_bound,
+            pool_inputs: AtomicU32::new(0),
         })
     }
 
@@ -518,6 +530,9 @@ pub fn connect(g: &Arc<Globals>, src: &Arc<Stream>, dst: &Arc<Stream>) {
     };
     let input = dst.inputs.fetch_add(1, Ordering::AcqRel);
     dst.open_inputs.fetch_add(1, Ordering::AcqRel);
+    if !src.io_bound {
+        dst.pool_inputs.fetch_add(1, Ordering::AcqRel);
+    }
     {
         let mut dests = src.dests.lock();
         dests.push(Dest {
@@ -593,7 +608,7 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
             }
         }
         Behaviour::Source(source) => {
-            let handle = io_handle_for(g, source.io_bound()).unwrap_or(handle);
+            let handle = io_handle_for(g, on_io_thread(s)).unwrap_or(handle);
             let mut outlet = Outlet {
                 g: g.clone(),
                 out: Out {
@@ -609,7 +624,7 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
             });
         }
         Behaviour::Sink(sink) => {
-            let handle = io_handle_for(g, sink.io_bound()).unwrap_or(handle);
+            let handle = io_handle_for(g, on_io_thread(s)).unwrap_or(handle);
             let rx = rx.expect("a stream's receiver is taken only once");
             let mut inlet = Inlet {
                 g: g.clone(),
@@ -623,6 +638,26 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
                 finished(&inlet.g, &inlet.stream);
             });
         }
+    }
+}
+
+/// Whether a starting source or sink runs on the I/O thread: it is `io_bound` and so
+/// is every stream it exchanges values with (`s | s`, a proxy between two sockets).
+/// A socket that feeds stages or is fed by them stays on the pool with them: a thread
+/// hop each way per read would cost more than the I/O thread saves.
+fn on_io_thread(s: &Stream) -> bool {
+    if !s.io_bound {
+        return false;
+    }
+    match s.role {
+        Role::Producer => {
+            let dests = s.dests.lock();
+            !dests.is_empty()
+                && dests
+                    .iter()
+                    .all(|d| d.to.upgrade().is_some_and(|t| t.io_bound))
+        }
+        _ => s.inputs.load(Ordering::Acquire) > 0 && s.pool_inputs.load(Ordering::Acquire) == 0,
     }
 }
 
