@@ -793,6 +793,8 @@ impl Reader {
         // read, given up (for good, once its current line is done) when the writer
         // gets another input.
         let mut echo: Option<bool> = None;
+        // The connection's write stream, held once it exists (not upgraded per read).
+        let mut writer: Option<Arc<Stream>> = None;
         let mut streamed = Echo::default();
         // The connection's write lock, while the echo holds it (mid-line).
         let mut held = None;
@@ -808,7 +810,10 @@ impl Reader {
                 held = None;
             }
             if echo != Some(false) {
-                let now = self.is_echo(out);
+                if writer.is_none() {
+                    writer = conn.write_stream.get().and_then(std::sync::Weak::upgrade);
+                }
+                let now = self.is_echo(out, writer.as_ref());
                 echo = Some(match echo {
                     None => now,
                     Some(_) => now || streamed.mid_line(),
@@ -908,18 +913,10 @@ impl Reader {
 
     /// Whether the only destination is this connection's own writer, with no other
     /// input, and nothing is waiting to be sent to it: an echo.
-    fn is_echo(&self, out: &mut Outlet) -> bool {
-        let Some(w) = self
-            .conn
-            .write_stream
-            .get()
-            .and_then(std::sync::Weak::upgrade)
-        else {
-            return false;
-        };
-        out.pending() == 0
-            && w.input_count() == 1
-            && out.sole_destination().is_some_and(|d| Arc::ptr_eq(&d, &w))
+    fn is_echo(&self, out: &mut Outlet, writer: Option<&Arc<Stream>>) -> bool {
+        writer.is_some_and(|w| {
+            out.pending() == 0 && w.input_count() == 1 && out.sole_destination_is(w)
+        })
     }
 
     /// An echo's write failed: as for the writer, EPIPE/ECONNRESET end the write side

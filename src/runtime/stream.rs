@@ -723,12 +723,13 @@ impl Outlet {
         self.out.stream.orphaned.load(Ordering::Acquire)
     }
 
-    /// The one destination, if there is exactly one.
-    pub(crate) fn sole_destination(&mut self) -> Option<Arc<Stream>> {
+    /// Whether `s` is the one destination (no reference count is touched: this is
+    /// asked on every read of a socket).
+    pub(crate) fn sole_destination_is(&mut self, s: &Arc<Stream>) -> bool {
         self.out.refresh_dests();
         match &self.out.dests[..] {
-            [d] => d.to.upgrade(),
-            _ => None,
+            [d] => std::ptr::eq(d.to.as_ptr(), Arc::as_ptr(s)),
+            _ => false,
         }
     }
 
