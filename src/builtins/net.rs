@@ -430,6 +430,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 struct LineTooLong;
 
 /// Where the lines of a read go.
+#[derive(Clone, Copy)]
 enum Lines {
     /// One value per line.
     Values,
@@ -445,7 +446,7 @@ fn emit_lines(
     from: usize,
     out: &mut Outlet,
     max: usize,
-    to: &mut Lines,
+    to: Lines,
 ) -> Result<usize, LineTooLong> {
     let mut start = 0;
     let mut cr = false;
@@ -714,7 +715,7 @@ fn split_lines(
     partial: &mut Vec<u8>,
     out: &mut Outlet,
     max: usize,
-    to: &mut Lines,
+    to: Lines,
 ) -> Result<(), LineTooLong> {
     debug_assert!(partial.is_empty());
     let start = emit_lines(data, 0, out, max, to)?;
@@ -730,7 +731,7 @@ fn split_in_place(
     from: usize,
     out: &mut Outlet,
     max: usize,
-    to: &mut Lines,
+    to: Lines,
 ) -> Result<(), LineTooLong> {
     let start = emit_lines(partial, from, out, max, to)?;
     if start > 0 {
@@ -826,7 +827,7 @@ impl Reader {
             } else {
                 // Lines for destinations that only write them (`s | stdout`) travel
                 // joined: one value per read, not one per line.
-                let mut to = if out.only_line_writers() {
+                let to = if out.only_line_writers() {
                     Lines::Joined
                 } else {
                     Lines::Values
@@ -837,7 +838,7 @@ impl Reader {
                     let from = partial.len();
                     match sock.try_read_buf(&mut partial) {
                         Ok(0) => ReadStep::Eof,
-                        Ok(_) => match split_in_place(&mut partial, from, out, max, &mut to) {
+                        Ok(_) => match split_in_place(&mut partial, from, out, max, to) {
                             Ok(()) => ReadStep::Data,
                             Err(LineTooLong) => ReadStep::TooLong,
                         },
@@ -846,9 +847,7 @@ impl Reader {
                         Err(e) => ReadStep::Failed(e),
                     }
                 } else {
-                    read_into_scratch(sock, |data| {
-                        split_lines(data, &mut partial, out, max, &mut to)
-                    })
+                    read_into_scratch(sock, |data| split_lines(data, &mut partial, out, max, to))
                 }
             };
             match step {

@@ -608,7 +608,7 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
             }
         }
         Behaviour::Source(source) => {
-            let handle = io_handle_for(g, on_io_thread(s)).unwrap_or(handle);
+            let handle = io_handle_for(g, s).unwrap_or(handle);
             let mut outlet = Outlet {
                 g: g.clone(),
                 out: Out {
@@ -624,7 +624,7 @@ fn start(g: &Arc<Globals>, s: &Arc<Stream>) {
             });
         }
         Behaviour::Sink(sink) => {
-            let handle = io_handle_for(g, on_io_thread(s)).unwrap_or(handle);
+            let handle = io_handle_for(g, s).unwrap_or(handle);
             let rx = rx.expect("a stream's receiver is taken only once");
             let mut inlet = Inlet {
                 g: g.clone(),
@@ -661,9 +661,9 @@ fn on_io_thread(s: &Stream) -> bool {
     }
 }
 
-/// The I/O thread's runtime, for a task that is `io_bound`.
-fn io_handle_for(g: &Globals, io_bound: bool) -> Option<tokio::runtime::Handle> {
-    if !io_bound {
+/// The I/O thread's runtime, if the starting source or sink `s` runs there.
+fn io_handle_for(g: &Globals, s: &Stream) -> Option<tokio::runtime::Handle> {
+    if !on_io_thread(s) {
         return None;
     }
     let mut io = g.graph.io_thread.lock();
@@ -1991,6 +1991,7 @@ pub fn run_graph(g: &Arc<Globals>) {
     });
     g.graph.running.store(false, Ordering::Release);
     rt.shutdown_background();
+    // Out of the lock before its thread is joined.
     let io = g.graph.io_thread.lock().take();
     drop(io);
 }
